@@ -1,0 +1,34 @@
+"""Shared fixtures. Data from ../shared/data is optional: tests that need it skip without it."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+SHARED_DATA = Path(os.environ.get("VSR_SHARED_DATA", REPO.parent / "shared" / "data"))
+
+# Keep CPU tests predictable on CI's 2 cores.
+torch.set_num_threads(min(2, os.cpu_count() or 1))
+
+cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
+
+
+def _devices() -> list[str]:
+    return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
+
+
+@pytest.fixture(params=["cpu", pytest.param("cuda", marks=cuda)])
+def device(request: pytest.FixtureRequest) -> str:
+    """Device-parametrised tests: CUDA cases skip without a GPU."""
+    return request.param
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.skip(f"shared data not found at {SHARED_DATA}")
+    return SHARED_DATA

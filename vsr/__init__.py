@@ -1,0 +1,41 @@
+"""vsr: real-time video super-resolution with ESPCN.
+
+The public surface is what ``__all__`` lists; everything in modules whose name
+starts with an underscore, or not re-exported here, may change without notice.
+"""
+
+from ._version import __version__
+from .errors import (
+    ConfigError,
+    DeviceError,
+    EncodeError,
+    MediaError,
+    ModelError,
+    OutputExistsError,
+    PipelineError,
+    UnsupportedMediaError,
+    VsrError,
+    WeightsError,
+)
+from .models import ESPCN, ESPCNConfig, create_model, list_models, load_weights, register_model, save_weights
+
+__all__ = [
+    "ConfigError",
+    "DeviceError",
+    "ESPCN",
+    "ESPCNConfig",
+    "EncodeError",
+    "MediaError",
+    "ModelError",
+    "OutputExistsError",
+    "PipelineError",
+    "UnsupportedMediaError",
+    "VsrError",
+    "WeightsError",
+    "__version__",
+    "create_model",
+    "list_models",
+    "load_weights",
+    "register_model",
+    "save_weights",
+]

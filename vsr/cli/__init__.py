@@ -1,0 +1,75 @@
+"""The ``vsr`` command: a thin layer over the public API.
+
+Each sub-command lives in its own module with ``add_parser(subparsers)`` and
+``main(args) -> int``. Errors vsr raises on purpose print one line and exit 1;
+``--debug`` shows the traceback; Ctrl-C exits 130.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import sys
+import traceback
+from typing import Sequence
+
+from .._version import __version__
+from ..errors import VsrError
+
+# (sub-command, module, one-line help)
+COMMANDS: tuple[tuple[str, str, str], ...] = (
+    ("run", "run", "upscale a video file (decode, ESPCN, encode, streaming)"),
+    ("eval", "eval", "measure PSNR/SSIM on an image set under the published protocol"),
+    ("train", "train", "train ESPCN weights from image folders"),
+)
+
+
+class _Parser(argparse.ArgumentParser):
+    def error(self, message: str) -> None:  # one line, exit 2, like argparse but with a hint
+        self.exit(2, f"{self.prog}: error: {message} (see '{self.prog} --help')\n")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = _Parser(prog="vsr", description="Real-time video super-resolution with ESPCN.")
+    parser.add_argument("--version", action="version", version=f"vsr {__version__}")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks on errors")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", parser_class=_Parser)
+    for name, module, help_text in COMMANDS:
+        mod = importlib.import_module(f".{module}", __name__)
+        p = sub.add_parser(name, help=help_text, description=help_text)
+        p.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="show tracebacks on errors")
+        mod.add_arguments(p)
+        p.set_defaults(_main=mod.main)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    if args.command is None:
+        parser.print_help(sys.stderr)
+        return 2
+    try:
+        return int(args._main(args) or 0)
+    except KeyboardInterrupt:
+        print("vsr: interrupted", file=sys.stderr)
+        return 130
+    except VsrError as exc:
+        if args.debug:
+            traceback.print_exc()
+        print(f"vsr: error: {exc}", file=sys.stderr)
+        return 1
+    except BrokenPipeError:
+        return 1
+    except Exception as exc:  # a bug: still one line unless --debug
+        if args.debug:
+            traceback.print_exc()
+        first = str(exc).splitlines()[0] if str(exc) else ""
+        print(f"vsr: internal error: {type(exc).__name__}: {first} (rerun with --debug "
+              "and report it)", file=sys.stderr)
+        return 1
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
