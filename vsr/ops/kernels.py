@@ -198,15 +198,19 @@ def subpixel_to_deconv(
 ) -> TransposedConv:
     """The transposed convolution equal to ``sub`` (inverse of :func:`deconv_to_subpixel`).
 
-    The kernel comes out ``k·r`` wide unless ``kernel_size`` asks for a smaller one, whose
-    leading taps (in ``w``'s order) must then be zero. Raises ConfigError when no
+    The kernel comes out ``k·r`` wide (less the leading taps that ``output_padding < r``
+    needs dropped) unless ``kernel_size`` asks for another ``K <= k·r``; dropped leading taps
+    (in ``w``'s order) must be zero. Raises ConfigError when no
     ``padding >= 0``/``0 <= output_padding < r`` expresses ``sub``'s padding and crop, or when
     the bias differs between the ``r^d`` phases of an output channel.
     """
     d, r = sub.dims, sub.scale
     c_out, c_in = sub.out_channels, sub.in_channels
     k_lr = list(sub.weight.shape[2:])
-    ks = [k * r for k in k_lr] if kernel_size is None else list(_per_dim(kernel_size, d, "kernel_size"))
+    if kernel_size is None:  # k·r, minus the leading taps that output_padding < r forces out
+        ks = [k * r - max(0, b - end - (r - 1)) for k, (b, end) in zip(k_lr, sub.crop)]
+    else:
+        ks = list(_per_dim(kernel_size, d, "kernel_size"))
     pads: list[int] = []
     out_pads: list[int] = []
     for K, k, P, (b, end) in zip(ks, k_lr, sub.padding, sub.crop):
