@@ -3,8 +3,12 @@
 from __future__ import annotations
 
 import itertools
+import subprocess
+import sys
 import warnings
+from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -351,3 +355,45 @@ def test_convert_root_layer_and_shared_layers() -> None:
         assert_close_rel(twice(x), layer(twice[1](layer(x))))
     with pytest.raises(ConfigError, match="groups"):
         SubpixelConv.from_conv_transpose(nn.ConvTranspose2d(2, 2, 3, stride=2, groups=2))
+
+
+# --------------------------------------------------------------------------- the figure tool
+
+
+def test_draw_kernels_tool(tmp_path: Path) -> None:
+    import cv2
+
+    tool = Path(__file__).resolve().parents[1] / "tools" / "draw_kernels.py"
+    out = tmp_path / "k2.png"
+    run = subprocess.run([sys.executable, str(tool), "--scale", "2", "-o", str(out)],
+                         capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr
+    assert "weights" in run.stdout and str(out) in run.stdout
+    image = cv2.imread(str(out))
+    assert image is not None and image.shape[0] > 200 and image.shape[1] > 600
+    again = subprocess.run([sys.executable, str(tool), "--scale", "2", "-o", str(out)],
+                           capture_output=True, text=True, timeout=120, cwd=tmp_path)
+    assert again.returncode == 1 and "--force" in again.stderr
+
+
+def test_draw_kernels_uses_shipped_weights_when_there_are_some(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import importlib.util
+
+    from vsr.models import save_weights
+
+    tool = Path(__file__).resolve().parents[1] / "tools" / "draw_kernels.py"
+    spec = importlib.util.spec_from_file_location("draw_kernels", tool)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    trained = create_model("espcn", scale=2, weights=None)
+    with torch.no_grad():
+        trained.subpixel.weight.fill_(0.0)
+        trained.subpixel.weight[3, 5, 0, 2] = 1.0  # phase (1, 1), input channel 5, tap (0, 2)
+    path = save_weights(trained, tmp_path / "espcn_x2.safetensors")
+    monkeypatch.setattr(module, "shipped_weights", lambda name, scale: path if (name, scale) == ("espcn", 2) else None)
+    image, source, max_diff = module.draw(2)
+    assert "shipped" in source and path.name in source and max_diff < 1e-12
+    # The one non-zero weight shows as red in channel 5's tiles only (row 0, column 5), on both panels.
+    red = (image[..., 2] > 200) & (image[..., 0] < 100)
+    ys, xs = np.nonzero(red)
+    assert len(ys) == 2 * module.CELL**2  # one cell on the left, one on the right
