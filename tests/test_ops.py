@@ -320,25 +320,28 @@ def test_convert_leaves_unsupported_layers_alone_and_reports_them() -> None:
         "oblong": nn.ConvTranspose2d(4, 2, 3, stride=(2, 1)),
         "flat": nn.ConvTranspose2d(4, 2, 3, stride=1),
         "line": nn.ConvTranspose1d(4, 2, 5, stride=3, padding=1, output_padding=2),
+        "lazy": nn.LazyConvTranspose2d(2, 3, stride=2),
+        "cube": nn.ConvTranspose3d(4, 2, 2, stride=2),
     })
     with warnings.catch_warnings(record=True) as caught:
         warnings.simplefilter("always")
         fast = convert_transposed_convs(model)
     reports = {w.message.layer_name: w.message.reason for w in caught
                if issubclass(w.category, SubpixelConversionWarning)}
-    assert set(reports) == {"grouped", "dilated", "oblong", "flat"}
+    assert set(reports) == {"grouped", "dilated", "oblong", "flat", "lazy", "cube"}
     assert "groups=2" in reports["grouped"] and "dilation" in reports["dilated"]
     assert "stride" in reports["oblong"] and "stride 1" in reports["flat"]
     for name in reports:
         assert type(fast[name]) is type(model[name])
-        assert torch.equal(fast[name].weight, model[name].weight)
+        if name != "lazy":
+            assert torch.equal(fast[name].weight, model[name].weight)
         assert unsupported_reason(model[name]) == reports[name]
     assert isinstance(fast["up"], SubpixelConvModule) and isinstance(fast["line"], SubpixelConvModule)
     x2, x1 = torch.randn(1, 4, 5, 6), torch.randn(2, 4, 7)
     with torch.no_grad():
         assert_close_rel(fast["up"](x2), model["up"](x2))
         assert_close_rel(fast["line"](x1), model["line"](x1))
-    with pytest.raises(ConfigError, match="grouped.*dilated.*oblong.*flat"):
+    with pytest.raises(ConfigError, match="grouped.*dilated.*oblong.*flat.*lazy.*cube"):
         convert_transposed_convs(model, strict=True)
 
 

@@ -78,6 +78,8 @@ def unsupported_reason(layer: nn.Module) -> str | None:
     """
     if not isinstance(layer, (nn.ConvTranspose1d, nn.ConvTranspose2d)):
         return f"{type(layer).__name__} is not a ConvTranspose1d or ConvTranspose2d"
+    if any(isinstance(p, nn.parameter.UninitializedParameter) for p in layer.parameters()):
+        return "lazy layer not initialised yet (run one forward pass first)"
     if layer.groups != 1:
         return f"groups={layer.groups} (only groups=1 converts)"
     if any(v != 1 for v in layer.dilation):
@@ -96,7 +98,7 @@ def convert_transposed_convs(module: nn.Module, *, strict: bool = False) -> nn.M
 
     Outputs are identical up to float summation order. Transposed convolutions that cannot
     convert (:func:`unsupported_reason`: ConvTranspose3d, groups > 1, dilation > 1,
-    non-square stride, stride 1) are left as they are, each reported by one
+    non-square stride, stride 1, uninitialised lazy layers) are left as they are, each reported by one
     :class:`SubpixelConversionWarning` carrying ``layer_name`` and ``reason`` (collect them
     with ``warnings.catch_warnings(record=True)``); with ``strict=True`` a
     :class:`~vsr.errors.ConfigError` naming all of them is raised instead. The input module
@@ -114,8 +116,7 @@ def convert_transposed_convs(module: nn.Module, *, strict: bool = False) -> nn.M
             continue
         reason = unsupported_reason(child)
         if reason is not None:
-            if all(n != name for n, _ in skipped):
-                skipped.append((name, reason))
+            skipped.append((name, reason))
             continue
         new = SubpixelConv.from_conv_transpose(child).to_module()
         new.train(child.training)
