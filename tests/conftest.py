@@ -32,3 +32,25 @@ def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
         pytest.skip(f"shared data not found at {SHARED_DATA}")
     return SHARED_DATA
+
+
+@pytest.fixture(scope="session")
+def random_weights(tmp_path_factory: pytest.TempPathFactory):
+    """``random_weights(model, scale)`` → a weights file of a randomly initialised model.
+
+    For tests of plumbing (timestamps, streams, errors) that must not depend on trained weights.
+    """
+    from vsr.models import create_model, save_weights
+
+    folder = tmp_path_factory.mktemp("weights")
+    cache: dict[tuple[str, int], Path] = {}
+
+    def make(model: str = "espcn-fast", scale: int = 2) -> Path:
+        if (model, scale) not in cache:
+            torch.manual_seed(scale)
+            cache[model, scale] = save_weights(
+                create_model(model, scale=scale, weights=None), folder / f"{model}_x{scale}.safetensors"
+            )
+        return cache[model, scale]
+
+    return make

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import logging
+import signal
 import sys
 import traceback
 from typing import Sequence
@@ -44,14 +46,41 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _Terminated(KeyboardInterrupt):
+    """SIGTERM, handled like Ctrl-C (clean stop, no partial output) but exiting 143."""
+
+
+def _on_sigterm(signum: int, frame: object) -> None:
+    raise _Terminated
+
+
+def _setup_logging(quiet: bool) -> None:
+    """Notes go to stderr (never stdout, which may carry video), as 'vsr: note: ...'."""
+    logger = logging.getLogger("vsr")
+    if not any(getattr(h, "_vsr_cli", False) for h in logger.handlers):
+        handler = logging.StreamHandler(sys.stderr)
+        handler.setFormatter(logging.Formatter("vsr: note: %(message)s"))
+        handler._vsr_cli = True  # type: ignore[attr-defined]
+        logger.addHandler(handler)
+    logger.setLevel(logging.WARNING if quiet else logging.INFO)
+    logger.propagate = False
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.command is None:
         parser.print_help(sys.stderr)
         return 2
+    _setup_logging(bool(getattr(args, "quiet", False)))
+    previous = None
+    if threading_is_main():
+        previous = signal.signal(signal.SIGTERM, _on_sigterm)
     try:
         return int(args._main(args) or 0)
+    except _Terminated:
+        print("vsr: terminated", file=sys.stderr)
+        return 143
     except KeyboardInterrupt:
         print("vsr: interrupted", file=sys.stderr)
         return 130
@@ -69,6 +98,15 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"vsr: internal error: {type(exc).__name__}: {first} (rerun with --debug "
               "and report it)", file=sys.stderr)
         return 1
+    finally:
+        if previous is not None:
+            signal.signal(signal.SIGTERM, previous)
+
+
+def threading_is_main() -> bool:
+    import threading
+
+    return threading.current_thread() is threading.main_thread()
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -1,0 +1,145 @@
+"""Running a model on pixel planes: device and precision choice, tiling, integer I/O.
+
+Synchronous by design: the streaming pipeline (:mod:`vsr.pipeline`) owns threads and
+CUDA streams and calls into this module. The live preview, the Python API and the
+benchmarks use the same :class:`LumaUpscaler`, so every path upscales the same way.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+from dataclasses import dataclass
+
+import torch
+
+from .errors import DeviceError
+from .models import ESPCN
+
+__all__ = ["LumaUpscaler", "cpu_has_native_bf16", "resolve_device", "resolve_precision"]
+
+log = logging.getLogger("vsr")
+
+_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+
+
+def resolve_device(spec: str = "auto") -> torch.device:
+    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
+    if spec == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if spec.startswith("cuda"):
+        if not torch.cuda.is_available():
+            raise DeviceError(f"device {spec!r} requested but CUDA is not available; use --device cpu or auto")
+        dev = torch.device(spec)
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise DeviceError(f"device {spec!r} does not exist: {torch.cuda.device_count()} CUDA device(s)")
+        return dev
+    if spec == "cpu":
+        return torch.device("cpu")
+    raise DeviceError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N")
+
+
+@functools.lru_cache(maxsize=1)
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes bf16 in hardware (AVX512-BF16 or AMX), where bf16 is faster than fp32."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            flags = next((line for line in f if line.startswith("flags")), "")
+    except OSError:
+        return False
+    return " avx512_bf16" in flags or " amx_bf16" in flags
+
+
+def resolve_precision(spec: str, device: torch.device) -> torch.dtype:
+    """``auto`` → fp16 on CUDA, bf16 on CPUs with native bf16, else fp32."""
+    if spec == "auto":
+        if device.type == "cuda":
+            return torch.float16
+        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
+    if spec == "fp16" and device.type == "cpu":
+        raise DeviceError("precision fp16 is for CUDA; on CPU use bf16 or fp32")
+    return _DTYPES[spec]
+
+
+@dataclass(frozen=True)
+class _Tiling:
+    tile: int  # LR pixels per side of a tile's core
+    halo: int  # LR pixels of context on each side
+
+
+class LumaUpscaler:
+    """Upscales integer luma planes with an ESPCN on one device and precision.
+
+    Input: an integer tensor ``(N, 1, h, w)`` (uint8, or int16/int32 holding up to
+    ``max_value``) on ``device``; output: the same dtype, ``(N, 1, r·h, r·w)``, rounded
+    and clamped to ``[0, max_value]``.
+
+    Frames larger than ``tile`` LR pixels (0: never) are processed in tiles that
+    overlap by the network's receptive field, so the result equals the untiled one.
+    On CUDA out-of-memory the tile size is halved and the call retried.
+    """
+
+    def __init__(
+        self,
+        model: ESPCN,
+        *,
+        device: torch.device | str = "cpu",
+        dtype: torch.dtype = torch.float32,
+        tile: int = 0,
+        channels_last: bool = True,
+    ) -> None:
+        self.device = torch.device(device)
+        self.dtype = dtype
+        self.scale = model.scale
+        self.tile = tile
+        self.halo = model.config.halo
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self.model = model.eval().to(self.device, dtype=dtype, memory_format=self.memory_format)
+        for p in self.model.parameters():
+            p.requires_grad_(False)
+
+    @torch.inference_mode()
+    def forward_float(self, x: torch.Tensor) -> torch.Tensor:
+        """Float planes in [0, 1] (any float dtype) → upscaled float planes (unclamped)."""
+        x = x.to(self.device, self.dtype).contiguous(memory_format=self.memory_format)
+        while True:
+            try:
+                if self.tile and max(x.shape[-2:]) > self.tile:
+                    return self._tiled(x, _Tiling(self.tile, self.halo))
+                return self.model(x)
+            except torch.cuda.OutOfMemoryError:
+                if self.device.type != "cuda":
+                    raise
+                torch.cuda.empty_cache()
+                current = self.tile or max(x.shape[-2:])
+                if current <= 64:
+                    raise
+                self.tile = max(64, current // 2)
+                log.info("CUDA out of memory: processing in %d-pixel tiles from now on", self.tile)
+
+    def _tiled(self, x: torch.Tensor, t: _Tiling) -> torch.Tensor:
+        n, c, h, w = x.shape
+        r = self.scale
+        out = torch.empty((n, c, h * r, w * r), device=x.device, dtype=x.dtype)
+        for y0 in range(0, h, t.tile):
+            for x0 in range(0, w, t.tile):
+                y1, x1 = min(y0 + t.tile, h), min(x0 + t.tile, w)
+                # Context from real neighbours; zeros only at the frame's own border,
+                # exactly where the untiled network zero-pads too.
+                ya, xa = max(0, y0 - t.halo), max(0, x0 - t.halo)
+                yb, xb = min(h, y1 + t.halo), min(w, x1 + t.halo)
+                patch = self.model(x[:, :, ya:yb, xa:xb])
+                oy, ox = (y0 - ya) * r, (x0 - xa) * r
+                out[:, :, y0 * r : y1 * r, x0 * r : x1 * r] = patch[
+                    :, :, oy : oy + (y1 - y0) * r, ox : ox + (x1 - x0) * r
+                ]
+        return out
+
+    @torch.inference_mode()
+    def __call__(self, planes: torch.Tensor, max_value: int = 255) -> torch.Tensor:
+        if planes.ndim != 4 or planes.shape[1] != 1:
+            raise ValueError(f"expected luma planes of shape (N, 1, H, W), got {tuple(planes.shape)}")
+        y = self.forward_float(planes.to(self.device).to(self.dtype) / max_value)
+        y = y.float().mul_(max_value).round_().clamp_(0, max_value)
+        return y.to(planes.dtype)
+

@@ -1,0 +1,487 @@
+"""Media input and output with PyAV: demux → decode, and encode → mux.
+
+This module knows containers, streams, frames, packets and pixel planes; it knows
+nothing of models. The reader yields decoded video frames and, in demux order, the
+packets of the streams that are copied (audio, subtitles); the writer encodes video
+frames, copies or re-encodes those packets, and writes to a temporary file beside the
+destination that replaces it only when everything succeeded.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import uuid
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import Iterator, Union
+
+import av
+import numpy as np
+
+from .config import EncoderConfig
+from .errors import EncodeError, MediaError, OutputExistsError, UnsupportedMediaError
+
+__all__ = [
+    "VideoInfo",
+    "VideoReader",
+    "VideoWriter",
+    "check_input_path",
+    "frame_planes",
+    "native_format",
+    "new_frame",
+    "resize_plane",
+]
+
+log = logging.getLogger("vsr")
+
+Item = Union[av.VideoFrame, av.Packet]
+
+# Container-level tags that describe the old file, not the new one.
+_STALE_TAGS = {"major_brand", "minor_version", "compatible_brands", "encoder", "creation_time"}
+
+
+def _one_line(exc: BaseException) -> str:
+    text = str(exc).strip().splitlines()
+    return text[0] if text else type(exc).__name__
+
+
+def native_format(pix_fmt: str) -> bool:
+    """Whether vsr works on this pixel format's own planes: planar YUV or gray, 8 to 16 bit, little-endian."""
+    try:
+        fmt = av.VideoFormat(pix_fmt)
+    except (ValueError, av.FFmpegError):
+        return False
+    comps = fmt.components
+    return (
+        (fmt.is_planar or len(comps) == 1)  # FFmpeg does not flag one-plane gray as planar
+        and not fmt.is_rgb
+        and not fmt.is_bayer
+        and not fmt.has_palette
+        and not fmt.is_big_endian
+        and len(comps) in (1, 3)
+        and not any(c.is_alpha for c in comps)
+        and all(c.bits == comps[0].bits for c in comps)
+        and comps[0].bits <= 16
+    )
+
+
+def _dtype(fmt: av.VideoFormat) -> type[np.generic]:
+    return np.uint8 if fmt.components[0].bits <= 8 else np.uint16
+
+
+def frame_planes(frame: av.VideoFrame) -> list[np.ndarray]:
+    """Views of a planar frame's planes, cropped to their visible size (no copy).
+
+    The views are writable; they alias the frame's buffers and live as long as it does.
+    """
+    dtype = _dtype(frame.format)
+    size = np.dtype(dtype).itemsize
+    out = []
+    for plane in frame.planes:
+        buf = np.frombuffer(memoryview(plane), dtype=dtype)
+        out.append(buf.reshape(plane.height, plane.line_size // size)[:, : plane.width])
+    return out
+
+
+def new_frame(width: int, height: int, pix_fmt: str) -> tuple[av.VideoFrame, list[np.ndarray]]:
+    """A new frame and writable views of its planes."""
+    frame = av.VideoFrame(width, height, pix_fmt)
+    return frame, frame_planes(frame)
+
+
+@dataclass(frozen=True)
+class VideoInfo:
+    """What vsr needs to know of an input's video stream."""
+
+    path: str
+    width: int
+    height: int
+    pix_fmt: str
+    codec: str
+    time_base: Fraction
+    frame_rate: Fraction | None  # average rate; None when the container does not say
+    frames: int  # container's count, or an estimate from duration; 0 when unknown
+    duration: float | None  # seconds
+    sample_aspect_ratio: Fraction | None
+    interlaced: bool
+
+    @property
+    def fps(self) -> float | None:
+        return float(self.frame_rate) if self.frame_rate else None
+
+
+class VideoReader:
+    """Demuxes an input, decodes its first video stream, and passes other packets through.
+
+    Iterating yields, in demux order, decoded :class:`av.VideoFrame` objects (in a
+    planar format vsr handles natively) and the :class:`av.Packet` objects of the
+    ``passthrough`` streams (audio and subtitles).
+    """
+
+    def __init__(self, path: str | os.PathLike[str], *, decoder_threads: int = 0) -> None:
+        self.path = os.fspath(path)
+        self.lost_packets = 0
+        self.frames_decoded = 0
+        self.rotation = 0  # display rotation in degrees, from the first frame's display matrix
+        self._converted_from: str | None = None
+        check_input_path(self.path)
+        try:
+            self.container = av.open(self.path if self.path != "-" else "pipe:0", "r")
+        except av.FFmpegError as exc:
+            raise MediaError(f"{self.path}: not a readable video file ({_one_line(exc)})") from None
+        if not self.container.streams.video:
+            self.container.close()
+            raise MediaError(f"{self.path}: has no video stream")
+        self.video = self.container.streams.video[0]
+        cc = self.video.codec_context
+        if cc.width <= 0 or cc.height <= 0:
+            self.container.close()
+            raise MediaError(f"{self.path}: video stream has no frame size (unreadable stream)")
+        self.video.thread_type = "AUTO"
+        cc.thread_count = decoder_threads
+        self.passthrough = [
+            s for s in self.container.streams if s.type in ("audio", "subtitle") and s.codec_context is not None
+        ]
+        self.info = self._probe()
+
+    def _probe(self) -> VideoInfo:
+        s = self.video
+        cc = s.codec_context
+        rate = s.average_rate or s.guessed_rate or None
+        duration = None
+        if s.duration is not None and s.time_base:
+            duration = float(s.duration * s.time_base)
+        elif self.container.duration:
+            duration = self.container.duration / av.time_base
+        frames = s.frames or (round(duration * float(rate)) if duration and rate else 0)
+        pix_fmt = cc.pix_fmt or "unknown"
+        return VideoInfo(
+            path=self.path,
+            width=cc.width,
+            height=cc.height,
+            pix_fmt=pix_fmt,
+            codec=cc.name,
+            time_base=s.time_base or Fraction(1, 90000),
+            frame_rate=Fraction(rate) if rate else None,
+            frames=int(frames),
+            duration=duration,
+            sample_aspect_ratio=s.sample_aspect_ratio,
+            interlaced=cc.field_order not in (None, "progressive", "unknown"),
+        )
+
+    def _planar(self, frame: av.VideoFrame) -> av.VideoFrame:
+        """Return the frame in a format vsr works on natively, converting once-noted formats."""
+        name = frame.format.name
+        if native_format(name):
+            return frame
+        target = "yuv444p" if frame.format.is_rgb else "yuv420p"
+        if frame.width % 2 or frame.height % 2:
+            target = "yuv444p"
+        if self._converted_from is None:
+            self._converted_from = name
+            log.info("%s: pixel format %s is converted to %s for processing", self.path, name, target)
+        return frame.reformat(format=target)
+
+    def __iter__(self) -> Iterator[Item]:
+        wanted = [self.video, *self.passthrough]
+        try:
+            for packet in self.container.demux(wanted):
+                if packet.stream is self.video:
+                    try:
+                        frames = packet.decode()
+                    except av.InvalidDataError:
+                        self.lost_packets += 1
+                        continue
+                    for frame in frames:
+                        if self.frames_decoded == 0:
+                            self.rotation = frame.rotation
+                        self.frames_decoded += 1
+                        yield self._planar(frame)
+                elif packet.dts is not None and packet.size:
+                    yield packet
+        except (av.FFmpegError, OSError) as exc:
+            raise MediaError(f"{self.path}: cannot read past this point ({_one_line(exc)})") from None
+
+    def close(self) -> None:
+        self.container.close()
+
+    def __enter__(self) -> "VideoReader":
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def check_input_path(path: str | os.PathLike[str]) -> None:
+    """Refuse, with a one-line reason, a local path that cannot be a video (pipes and URLs pass)."""
+    path = os.fspath(path)
+    if path == "-" or path.startswith(("pipe:", "/dev/")) or "://" in path:
+        return
+    p = Path(path)
+    if not p.exists():
+        raise MediaError(f"{path}: no such file")
+    if p.is_dir():
+        raise MediaError(f"{path}: is a directory, not a video file")
+    if not os.access(p, os.R_OK):
+        raise MediaError(f"{path}: permission denied")
+    if p.stat().st_size == 0:
+        raise MediaError(f"{path}: file is empty")
+
+
+def _temp_path(dest: Path) -> Path:
+    # The extension stays last so that FFmpeg picks the container from it.
+    return dest.with_name(f".{dest.stem}.vsr-{uuid.uuid4().hex[:8]}{dest.suffix}")
+
+
+class VideoWriter:
+    """Encodes video frames and muxes them with the copied streams of a :class:`VideoReader`.
+
+    The video stream is set up from the first frame (size, format, colour tags,
+    rotation), so streams' packets that arrive before it are held until then. Output
+    goes to a temporary file beside ``path``; :meth:`close` renames it over ``path``,
+    :meth:`abort` removes it. An existing ``path`` is refused unless ``overwrite``.
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike[str],
+        reader: VideoReader,
+        *,
+        encoder: EncoderConfig,
+        overwrite: bool = False,
+    ) -> None:
+        self.path = os.fspath(path)
+        self.reader = reader
+        self.encoder = encoder
+        self.overwrite = overwrite
+        self.frames = 0
+        self._video: av.video.stream.VideoStream | None = None
+        self._pending: list[av.Packet] = []
+        self._format: str | None = None
+        self._closed = False
+        self._to_stdout = self.path in ("-", "pipe:1")
+        if self._to_stdout:
+            self.dest, self.tmp = None, None
+            target = "pipe:1"
+        else:
+            self.dest = Path(self.path)
+            if self.dest.is_dir():
+                raise EncodeError(f"{self.path}: is a directory; give an output file name")
+            if self.dest.exists() and not overwrite:
+                raise OutputExistsError(f"{self.path} exists; pass -y/--overwrite to replace it")
+            if not self.dest.parent.is_dir():
+                raise EncodeError(f"{self.path}: folder {str(self.dest.parent)!r} does not exist")
+            if not os.access(self.dest.parent, os.W_OK):
+                raise EncodeError(f"{self.path}: folder {str(self.dest.parent)!r} is not writable")
+            self.tmp = _temp_path(self.dest)
+            target = str(self.tmp)
+        try:
+            fmt = None
+            if self._to_stdout:
+                fmt = "matroska"
+            self.container = av.open(target, "w", format=fmt)
+        except (av.FFmpegError, ValueError) as exc:
+            self._remove_tmp()
+            raise EncodeError(f"{self.path}: cannot create this kind of file ({_one_line(exc)})") from None
+        in_meta = reader.container.metadata
+        self.container.metadata.update({k: v for k, v in in_meta.items() if k not in _STALE_TAGS})
+        self._copies: dict[int, av.stream.Stream] = {}
+        self._reencode: dict[int, av.stream.Stream] = {}
+        self.notes: list[str] = []
+
+    # -- streams -------------------------------------------------------------------------
+    def _add_passthrough_streams(self) -> None:
+        supported = self.container.supported_codecs
+        for s in self.reader.passthrough:
+            name = s.codec_context.name
+            policy = self.encoder.audio if s.type == "audio" else self.encoder.subtitles
+            if policy == "drop":
+                continue
+            if policy == "copy" and name in supported:
+                out = self.container.add_stream_from_template(s)
+                out.metadata.update(s.metadata)
+                self._copies[s.index] = out
+            elif s.type == "audio":
+                codec = self.container.default_audio_codec
+                if codec in (None, "none"):
+                    self._note(f"audio stream {s.index} ({name}) dropped: the output container takes no audio")
+                    continue
+                out = self.container.add_stream(codec, rate=s.codec_context.sample_rate)
+                if s.codec_context.layout is not None:
+                    out.layout = s.codec_context.layout
+                out.metadata.update(s.metadata)
+                self._reencode[s.index] = out
+                if policy == "copy":
+                    self._note(f"audio stream {s.index} ({name}) re-encoded as {codec}: the output container cannot hold {name}")
+            else:
+                self._note(f"subtitle stream {s.index} ({name}) dropped: the output container cannot hold {name}")
+
+    def _note(self, message: str) -> None:
+        self.notes.append(message)
+        log.info("%s", message)
+
+    def output_format(self, width: int, height: int, pix_fmt: str) -> str:
+        """The encoder's pixel format for frames of this size and format.
+
+        The input's own format unless the user set one; 4:4:4 of the same depth when a
+        subsampled format cannot hold an odd size. Callers build output frames in it, so
+        chroma is resized once, straight to its final size.
+        """
+        if self._format is not None:
+            return self._format
+        codec = av.codec.Codec(self.encoder.codec, "w")
+        accepted = [f.name for f in codec.video_formats or []]
+        want = self.encoder.pix_fmt
+        if want != "auto":
+            if accepted and want not in accepted:
+                raise EncodeError(
+                    f"encoder {self.encoder.codec} cannot write pixel format {want}; it takes: {', '.join(accepted)}"
+                )
+            self._format = want
+            return want
+        fmt = av.VideoFormat(pix_fmt)
+        name = fmt.name
+        subsampled = fmt.chroma_width(width) != width or fmt.chroma_height(height) != height
+        if (width % 2 or height % 2) and subsampled:
+            name = name.replace("420", "444").replace("422", "444")
+            self._note(f"output size {width}x{height} is odd: encoding {name} (4:2:0 and 4:2:2 need even sizes)")
+        if accepted and name not in accepted:
+            raise UnsupportedMediaError(
+                f"{self.reader.path}: pixel format {name} cannot be encoded by {self.encoder.codec} "
+                f"(it takes: {', '.join(accepted)}); set encoder.pix_fmt or encoder.codec"
+            )
+        self._format = name
+        return name
+
+    def _open_video(self, frame: av.VideoFrame) -> av.video.stream.VideoStream:
+        info = self.reader.info
+        enc = self.encoder
+        try:
+            stream = self.container.add_stream(enc.codec, rate=info.frame_rate or 25)
+        except (av.FFmpegError, ValueError) as exc:
+            raise EncodeError(f"encoder {enc.codec!r} is not available ({_one_line(exc)})") from None
+        stream.width, stream.height = frame.width, frame.height
+        stream.pix_fmt = self.output_format(frame.width, frame.height, frame.format.name)
+        stream.time_base = info.time_base
+        cc = stream.codec_context
+        cc.time_base = info.time_base
+        cc.thread_type = "AUTO"
+        for attr in ("color_range", "colorspace", "color_primaries", "color_trc"):
+            value = getattr(frame, attr, None)
+            if value:
+                setattr(cc, attr, value)
+        if info.sample_aspect_ratio:
+            cc.sample_aspect_ratio = info.sample_aspect_ratio
+        if self.reader.rotation:
+            stream.set_display_rotation(self.reader.rotation)
+        options = {}
+        opts = cc.supported_options
+        supported = {o.name for o in (*opts.private, *opts.generic)}
+        if enc.crf is not None and "crf" in supported:
+            options["crf"] = str(enc.crf)
+        if enc.preset is not None and "preset" in supported:
+            options["preset"] = enc.preset
+        cc.options = options
+        stream.metadata.update(
+            {k: v for k, v in self.reader.video.metadata.items() if k in ("language", "handler_name", "title")}
+        )
+        return stream
+
+    # -- writing -------------------------------------------------------------------------
+    def write(self, item: Item) -> None:
+        """Encode a video frame, or copy / re-encode a packet of a passthrough stream."""
+        try:
+            if isinstance(item, av.VideoFrame):
+                if self._video is None:
+                    self._video = self._open_video(item)
+                    self._add_passthrough_streams()  # after video, so that video is stream 0
+                    for packet in self._pending:
+                        self._mux_passthrough(packet)
+                    self._pending.clear()
+                self.container.mux(self._video.encode(item))
+                self.frames += 1
+            elif self._video is None:
+                self._pending.append(item)
+            else:
+                self._mux_passthrough(item)
+        except av.FFmpegError as exc:
+            raise EncodeError(f"{self.path}: cannot write ({_one_line(exc)})") from None
+        except OSError as exc:
+            raise EncodeError(f"{self.path}: cannot write ({exc.strerror or _one_line(exc)})") from None
+
+    def _mux_passthrough(self, packet: av.Packet) -> None:
+        index = packet.stream.index
+        if index in self._copies:
+            packet.stream = self._copies[index]
+            self.container.mux(packet)
+        elif index in self._reencode:
+            out = self._reencode[index]
+            for frame in packet.decode():
+                frame.pts = None  # let the encoder number samples continuously
+                self.container.mux(out.encode(frame))
+
+    def close(self) -> None:
+        """Flush the encoders, finish the file and move it into place."""
+        if self._closed:
+            return
+        try:
+            if self._video is None:
+                raise EncodeError(f"{self.reader.path}: no video frame could be decoded; nothing written")
+            self.container.mux(self._video.encode(None))
+            for out in self._reencode.values():
+                self.container.mux(out.encode(None))
+            self.container.close()
+            self._closed = True
+        except av.FFmpegError as exc:
+            self.abort()
+            raise EncodeError(f"{self.path}: cannot finish the file ({_one_line(exc)})") from None
+        except OSError as exc:
+            self.abort()
+            raise EncodeError(f"{self.path}: cannot finish the file ({exc.strerror or _one_line(exc)})") from None
+        except BaseException:
+            self.abort()
+            raise
+        if self.tmp is not None and self.dest is not None:
+            if self.dest.exists() and not self.overwrite:
+                self._remove_tmp()
+                raise OutputExistsError(f"{self.path} appeared while vsr was writing; nothing replaced")
+            os.replace(self.tmp, self.dest)
+
+    def abort(self) -> None:
+        """Stop writing and remove the temporary file; the destination stays as it was."""
+        if not self._closed:
+            self._closed = True
+            try:
+                self.container.close()
+            except Exception:  # closing a half-written file may fail; it is removed anyway
+                pass
+        self._remove_tmp()
+
+    def _remove_tmp(self) -> None:
+        if self.tmp is not None:
+            try:
+                self.tmp.unlink()
+            except FileNotFoundError:
+                pass
+
+    def __enter__(self) -> "VideoWriter":
+        return self
+
+    def __exit__(self, exc_type: object, *rest: object) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+
+def resize_plane(src: np.ndarray, dst: np.ndarray) -> None:
+    """Bicubic resize of one pixel plane into ``dst`` (used for chroma; luma goes through the model)."""
+    import cv2
+
+    h, w = dst.shape
+    if src.shape == dst.shape:
+        dst[...] = src
+    else:
+        dst[...] = cv2.resize(src, (w, h), interpolation=cv2.INTER_CUBIC)

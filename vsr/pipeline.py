@@ -1,0 +1,466 @@
+"""The streaming pipeline: decode → upscale → encode, three stages overlapped.
+
+Each stage runs in its own thread and hands work to the next through a bounded
+queue, so memory is bounded by ``queue_depth`` whatever the video's length and the
+slowest stage sets the pace (PyAV and PyTorch release the GIL in their heavy calls).
+
+Items flow in demux order: decoded frames, and the packets of copied streams, which
+the upscale stage forwards untouched so that audio stays interleaved with video.
+
+On CUDA the upscale stage keeps several batches in flight: luma planes are staged
+in pinned host buffers, copied to the device on a copy stream (``non_blocking``),
+upscaled on a compute stream and copied back on a third stream, ordered by events,
+so that transfers overlap computation. This module is the only home of threads and
+CUDA streams in vsr.
+"""
+
+from __future__ import annotations
+
+import logging
+import queue
+import threading
+import time
+from array import array
+from collections import deque
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator
+
+import av
+import numpy as np
+import torch
+
+from .config import PipelineConfig
+from .engine import LumaUpscaler, resolve_device, resolve_precision
+from .errors import PipelineError, UnsupportedMediaError, VsrError
+from .media import VideoReader, VideoWriter, frame_planes, new_frame, resize_plane
+from .models import create_model
+
+__all__ = ["Pipeline", "Progress", "RunReport", "StageReport", "default_output_path"]
+
+log = logging.getLogger("vsr")
+
+
+@dataclass(frozen=True)
+class Progress:
+    frames: int
+    total: int  # estimate from the container; 0 when unknown
+    elapsed: float
+
+    @property
+    def fps(self) -> float:
+        return self.frames / self.elapsed if self.elapsed > 0 else 0.0
+
+
+@dataclass(frozen=True)
+class StageReport:
+    frames: int
+    busy_s: float  # time spent working, not waiting on a queue
+    fps: float  # frames per second of busy time
+    busy_fraction: float  # busy time over the run's wall time
+
+
+@dataclass(frozen=True)
+class RunReport:
+    input: str
+    output: str
+    frames: int
+    elapsed_s: float
+    fps: float
+    source_fps: float | None
+    realtime_factor: float | None  # fps / source_fps
+    device: str
+    precision: str
+    model: str
+    scale: int
+    input_size: tuple[int, int]
+    output_size: tuple[int, int]
+    stages: dict[str, StageReport]
+    latency_ms: dict[str, float]  # per frame, decoded → handed to the encoder
+    lost_packets: int = 0
+    notes: tuple[str, ...] = ()
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["notes"] = list(self.notes)
+        d.update({name: d["stages"][name] for name in ("decode", "infer", "encode")})
+        return d
+
+
+def default_output_path(src: str | Path, config: PipelineConfig) -> Path:
+    src = Path(src)
+    name = config.output.pattern.format(stem=src.stem, scale=config.model.scale, suffix=src.suffix or ".mkv")
+    return src.with_name(name)
+
+
+class _Stopped(Exception):
+    """Raised inside a stage when another stage failed or the run was cancelled."""
+
+
+_END = object()
+
+
+@dataclass
+class _Job:
+    index: int
+    frame: av.VideoFrame
+    t_decoded: float
+    luma: np.ndarray | None = None
+
+
+@dataclass
+class _Clock:
+    frames: int = 0
+    busy: float = 0.0
+
+    def report(self, wall: float) -> StageReport:
+        return StageReport(
+            frames=self.frames,
+            busy_s=self.busy,
+            fps=self.frames / self.busy if self.busy > 0 else 0.0,
+            busy_fraction=min(1.0, self.busy / wall) if wall > 0 else 0.0,
+        )
+
+
+class _Control:
+    """Shared stop flag and first error; queue operations that give up when stopped."""
+
+    def __init__(self) -> None:
+        self.stop = threading.Event()
+        self.error: BaseException | None = None
+        self.stage: str | None = None
+        self._lock = threading.Lock()
+
+    def fail(self, stage: str, exc: BaseException) -> None:
+        with self._lock:
+            if self.error is None:
+                self.error, self.stage = exc, stage
+        self.stop.set()
+
+    def put(self, q: queue.Queue, item: Any) -> None:
+        while True:
+            if self.stop.is_set():
+                raise _Stopped
+            try:
+                q.put(item, timeout=0.05)
+                return
+            except queue.Full:
+                continue
+
+    def get(self, q: queue.Queue) -> Any:
+        while True:
+            if self.stop.is_set():
+                raise _Stopped
+            try:
+                return q.get(timeout=0.05)
+            except queue.Empty:
+                continue
+
+
+def _luma_tensor(planes: list[np.ndarray]) -> torch.Tensor:
+    y = planes[0]
+    if y.dtype == np.uint8:
+        return torch.from_numpy(np.ascontiguousarray(y))
+    return torch.from_numpy(y.astype(np.int32))
+
+
+class Pipeline:
+    """Loads the model once; :meth:`run` upscales one video file (call it for each file)."""
+
+    def __init__(self, config: PipelineConfig | None = None) -> None:
+        self.config = config = config or PipelineConfig()
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_precision(config.precision, self.device)
+        if self.device.type == "cpu" and config.threads:
+            torch.set_num_threads(config.threads)
+        m = config.model
+        model = create_model(m.name, scale=m.scale, weights=m.weights if m.weights else "shipped")
+        self.upscaler = LumaUpscaler(model, device=self.device, dtype=self.dtype, tile=config.tile)
+        self.scale = m.scale
+
+    @property
+    def precision(self) -> str:
+        return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
+    # -- the three stages ------------------------------------------------------------------
+    def _decode(self, reader: VideoReader, out: queue.Queue, ctl: _Control, clock: _Clock) -> None:
+        it = iter(reader)
+        index = 0
+        while True:
+            t0 = time.perf_counter()
+            item = next(it, _END)
+            t1 = time.perf_counter()
+            clock.busy += t1 - t0
+            if item is _END:
+                break
+            if isinstance(item, av.VideoFrame):
+                clock.frames += 1
+                item = _Job(index, item, t1)
+                index += 1
+            ctl.put(out, item)
+        ctl.put(out, _END)
+
+    def _infer(self, src: queue.Queue, out: queue.Queue, ctl: _Control, clock: _Clock) -> None:
+        batch: list[_Job] = []
+        runner = _CudaRunner(self.upscaler, ctl, out, clock) if self.device.type == "cuda" else None
+
+        def flush() -> None:
+            if not batch:
+                return
+            if runner is not None:
+                runner.submit(list(batch))
+            else:
+                t0 = time.perf_counter()
+                self._upscale_batch(batch)
+                clock.busy += time.perf_counter() - t0
+                clock.frames += len(batch)
+                for job in batch:
+                    ctl.put(out, job)
+            batch.clear()
+
+        while True:
+            item = ctl.get(src)
+            if item is _END:
+                break
+            if isinstance(item, _Job):
+                if batch and item.frame.format.name != batch[0].frame.format.name or (
+                    batch and (item.frame.width, item.frame.height) != (batch[0].frame.width, batch[0].frame.height)
+                ):
+                    flush()
+                batch.append(item)
+                if len(batch) >= self.config.batch:
+                    flush()
+            else:
+                flush()
+                if runner is not None:
+                    runner.drain()
+                ctl.put(out, item)
+        flush()
+        if runner is not None:
+            runner.drain()
+        ctl.put(out, _END)
+
+    def _upscale_batch(self, jobs: list[_Job]) -> None:
+        planes = [frame_planes(j.frame) for j in jobs]
+        max_value = (1 << jobs[0].frame.format.components[0].bits) - 1
+        x = torch.stack([_luma_tensor(p) for p in planes])[:, None]
+        y = self.upscaler(x, max_value).cpu().numpy()
+        for job, luma in zip(jobs, y):
+            job.luma = luma[0]
+
+    def _encode(
+        self,
+        writer: VideoWriter,
+        src: queue.Queue,
+        ctl: _Control,
+        clock: _Clock,
+        latencies: array,
+        progress: Callable[[Progress], None] | None,
+        total: int,
+        t_start: float,
+    ) -> None:
+        size: tuple[int, int] | None = None
+        while True:
+            item = ctl.get(src)
+            if item is _END:
+                break
+            t0 = time.perf_counter()
+            if isinstance(item, _Job):
+                frame = item.frame
+                if size is None:
+                    size = (frame.width, frame.height)
+                elif size != (frame.width, frame.height):
+                    raise UnsupportedMediaError(
+                        f"{writer.reader.path}: frame size changes mid-stream at frame {item.index} "
+                        f"({size[0]}x{size[1]} to {frame.width}x{frame.height})"
+                    )
+                writer.write(self._compose(writer, item))
+                t1 = time.perf_counter()
+                latencies.append((t1 - item.t_decoded) * 1000.0)
+                clock.frames += 1
+                clock.busy += t1 - t0
+                if progress is not None:
+                    progress(Progress(clock.frames, total, t1 - t_start))
+            else:
+                writer.write(item)
+                clock.busy += time.perf_counter() - t0
+        t0 = time.perf_counter()
+        writer.close()
+        clock.busy += time.perf_counter() - t0
+
+    def _compose(self, writer: VideoWriter, job: _Job) -> av.VideoFrame:
+        """The output frame: model luma, bicubic chroma, the input's timestamps and colour tags."""
+        src = job.frame
+        r = self.scale
+        width, height = src.width * r, src.height * r
+        fmt = writer.output_format(width, height, src.format.name)
+        out, planes = new_frame(width, height, fmt)
+        in_planes = frame_planes(src)
+        planes[0][...] = job.luma
+        for i in range(1, len(planes)):
+            resize_plane(in_planes[i], planes[i])
+        out.pts = src.pts
+        out.time_base = src.time_base
+        for attr in ("color_range", "colorspace", "color_primaries", "color_trc"):
+            value = getattr(src, attr, None)
+            if value:
+                setattr(out, attr, value)
+        return out
+
+    # -- running -----------------------------------------------------------------------------
+    def run(
+        self,
+        src: str | Path,
+        dst: str | Path | None = None,
+        *,
+        overwrite: bool | None = None,
+        progress: Callable[[Progress], None] | None = None,
+    ) -> RunReport:
+        """Upscale ``src`` into ``dst`` (default: ``output.pattern`` beside ``src``)."""
+        cfg = self.config
+        dst = default_output_path(src, cfg) if dst is None else dst
+        overwrite = cfg.output.overwrite if overwrite is None else overwrite
+        reader = VideoReader(src)
+        try:
+            writer = VideoWriter(dst, reader, encoder=cfg.encoder, overwrite=overwrite)
+        except BaseException:
+            reader.close()
+            raise
+        ctl = _Control()
+        clocks = {"decode": _Clock(), "infer": _Clock(), "encode": _Clock()}
+        q_decoded: queue.Queue = queue.Queue(cfg.queue_depth)
+        q_upscaled: queue.Queue = queue.Queue(cfg.queue_depth)
+        latencies = array("d")
+        t_start = time.perf_counter()
+
+        def guard(name: str, fn: Callable[..., None], *args: Any) -> Callable[[], None]:
+            def body() -> None:
+                try:
+                    fn(*args)
+                except _Stopped:
+                    pass
+                except BaseException as exc:  # handed to the main thread
+                    ctl.fail(name, exc)
+
+            return body
+
+        stages = [
+            threading.Thread(target=guard("decode", self._decode, reader, q_decoded, ctl, clocks["decode"]),
+                             name="vsr-decode", daemon=True),
+            threading.Thread(target=guard("infer", self._infer, q_decoded, q_upscaled, ctl, clocks["infer"]),
+                             name="vsr-infer", daemon=True),
+            threading.Thread(
+                target=guard("encode", self._encode, writer, q_upscaled, ctl, clocks["encode"], latencies,
+                             progress, reader.info.frames, t_start),
+                name="vsr-encode", daemon=True),
+        ]
+        try:
+            for t in stages:
+                t.start()
+            for t in stages:
+                while t.is_alive():
+                    t.join(timeout=0.1)
+        except BaseException:  # Ctrl-C / SIGTERM: stop every stage, keep the destination as it was
+            ctl.stop.set()
+            for t in stages:
+                t.join(timeout=5)
+            writer.abort()
+            reader.close()
+            raise
+        reader.close()
+        if ctl.error is not None:
+            writer.abort()
+            exc = ctl.error
+            if isinstance(exc, VsrError):
+                raise exc
+            raise PipelineError(f"{ctl.stage} stage failed: {type(exc).__name__}: {exc}") from exc
+        wall = time.perf_counter() - t_start
+        return self._report(reader, writer, src, dst, clocks, wall, latencies)
+
+    def _report(self, reader: VideoReader, writer: VideoWriter, src: Any, dst: Any,
+                clocks: dict[str, _Clock], wall: float, latencies: array) -> RunReport:
+        info = reader.info
+        frames = clocks["encode"].frames
+        fps = frames / wall if wall > 0 else 0.0
+        lat = np.frombuffer(latencies, dtype=np.float64) if len(latencies) else np.zeros(1)
+        if reader.lost_packets:
+            log.info("%s: %d damaged packet(s) could not be decoded", info.path, reader.lost_packets)
+        return RunReport(
+            input=str(src),
+            output=str(dst),
+            frames=frames,
+            elapsed_s=wall,
+            fps=fps,
+            source_fps=info.fps,
+            realtime_factor=fps / info.fps if info.fps else None,
+            device=str(self.device),
+            precision=self.precision,
+            model=self.config.model.name,
+            scale=self.scale,
+            input_size=(info.width, info.height),
+            output_size=(info.width * self.scale, info.height * self.scale),
+            stages={name: c.report(wall) for name, c in clocks.items()},
+            latency_ms={"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95))},
+            lost_packets=reader.lost_packets,
+            notes=tuple(writer.notes),
+        )
+
+
+class _CudaRunner:
+    """Keeps several batches in flight on CUDA: H2D copy, compute and D2H copy on their own streams."""
+
+    def __init__(self, upscaler: LumaUpscaler, ctl: _Control, out: queue.Queue, clock: _Clock,
+                 depth: int = 3) -> None:
+        self.upscaler = upscaler
+        self.ctl, self.out, self.clock = ctl, out, clock
+        self.depth = depth
+        dev = upscaler.device
+        self.h2d = torch.cuda.Stream(dev)
+        self.compute = torch.cuda.Stream(dev)
+        self.d2h = torch.cuda.Stream(dev)
+        self.inflight: deque[tuple[list[_Job], torch.Tensor, torch.cuda.Event, float]] = deque()
+
+    def submit(self, jobs: list[_Job]) -> None:
+        t0 = time.perf_counter()
+        planes = [frame_planes(j.frame) for j in jobs]
+        max_value = (1 << jobs[0].frame.format.components[0].bits) - 1
+        host = torch.stack([_luma_tensor(p) for p in planes])[:, None].pin_memory()
+        up = self.upscaler
+        with torch.cuda.stream(self.h2d):
+            dev_in = host.to(up.device, non_blocking=True)
+            copied = torch.cuda.Event()
+            copied.record(self.h2d)
+        with torch.cuda.stream(self.compute):
+            self.compute.wait_event(copied)
+            dev_in.record_stream(self.compute)
+            dev_out = up(dev_in, max_value)
+            computed = torch.cuda.Event()
+            computed.record(self.compute)
+        n, _, h, w = dev_out.shape
+        host_out = torch.empty((n, 1, h, w), dtype=dev_out.dtype, pin_memory=True)
+        with torch.cuda.stream(self.d2h):
+            self.d2h.wait_event(computed)
+            dev_out.record_stream(self.d2h)
+            host_out.copy_(dev_out, non_blocking=True)
+            done = torch.cuda.Event()
+            done.record(self.d2h)
+        self.inflight.append((jobs, host_out, done, t0))
+        self.clock.busy += time.perf_counter() - t0
+        while len(self.inflight) > self.depth or (self.inflight and self.inflight[0][2].query()):
+            self._emit()
+
+    def _emit(self) -> None:
+        jobs, host_out, done, t_submit = self.inflight.popleft()
+        t0 = time.perf_counter()
+        done.synchronize()
+        luma = host_out.numpy()
+        for job, plane in zip(jobs, luma):
+            job.luma = plane[0].copy()
+        self.clock.busy += time.perf_counter() - t0
+        self.clock.frames += len(jobs)
+        for job in jobs:
+            self.ctl.put(self.out, job)
+
+    def drain(self) -> None:
+        while self.inflight:
+            self._emit()
