@@ -1,13 +1,78 @@
-"""`vsr train` (placeholder until its issue lands)."""
+"""`vsr train`: train ESPCN weights from image folders (logic in :mod:`vsr.training`)."""
 
 from __future__ import annotations
 
 import argparse
+import shlex
+import sys
+
+import torch
+
+from ..errors import ConfigError
+
+
+def _floats(text: str) -> tuple[float, ...]:
+    try:
+        return tuple(float(v) for v in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated numbers such as 1,0.8,0.6, got {text!r}") from None
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    pass
+    parser.add_argument("--model", default="espcn", help="registered variant to train (default espcn)")
+    parser.add_argument("--scale", type=int, default=3, choices=(2, 3, 4), help="upscaling factor")
+    parser.add_argument("--data", action="append", metavar="DIR", required=True,
+                        help="folder of training images; repeat for several (e.g. T91 and BSD200)")
+    parser.add_argument("--out", required=True, metavar="DIR",
+                        help="run folder: checkpoint.pt, log.jsonl and the final .safetensors")
+    parser.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
+    parser.add_argument("--steps", type=int, default=20000, help="optimizer steps (default 20000)")
+    parser.add_argument("--batch-size", type=int, default=32, help="patches per step (default 32)")
+    parser.add_argument("--patch", type=int, default=32,
+                        help="LR patch side in pixels; HR patches are patch*scale (default 32; the paper: 17)")
+    parser.add_argument("--image-scales", type=_floats, default=(1.0,), metavar="S,S,...",
+                        help="also train on copies of each image downscaled by these factors (default 1)")
+    parser.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate (default 1e-3)")
+    parser.add_argument("--min-lr", type=float, default=1e-5, help="final learning rate of the cosine decay")
+    parser.add_argument("--warmup", type=int, default=500, help="linear warm-up steps (default 500)")
+    parser.add_argument("--l2-from", type=float, default=0.8,
+                        help="fraction of the steps after which the loss is MSE instead of L1 (default 0.8)")
+    parser.add_argument("--bf16-until", type=float, default=0.9,
+                        help="fraction of the steps run under bf16 autocast, the rest in fp32 (default 0.9)")
+    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--init", metavar="FILE",
+                        help="start from the tensors of FILE that fit (e.g. another scale's feature layers)")
+    parser.add_argument("--val", metavar="DIR", help="validation image folder (e.g. Set5), PSNR under the protocol")
+    parser.add_argument("--val-every", type=int, default=2000, help="validate every N steps (default 2000)")
+    parser.add_argument("--checkpoint-every", type=int, default=1000, help="checkpoint every N steps")
+    parser.add_argument("--log-every", type=int, default=500, help="print the loss every N steps")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
 
 
 def main(args: argparse.Namespace) -> int:
-    raise NotImplementedError
+    from ..training import TrainConfig, train
+
+    if args.threads is not None:
+        if args.threads < 1:
+            raise ConfigError(f"--threads must be at least 1, got {args.threads}")
+        torch.set_num_threads(args.threads)
+    for name in ("val_every", "checkpoint_every", "log_every"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be at least 1")
+    config = TrainConfig(
+        model=args.model, scale=args.scale, data=tuple(args.data), image_scales=tuple(args.image_scales),
+        steps=args.steps, batch_size=args.batch_size, patch=args.patch, lr=args.lr, min_lr=args.min_lr,
+        warmup=args.warmup, l2_from=args.l2_from, bf16_until=args.bf16_until, seed=args.seed, init=args.init,
+    )
+    from ..models import get_spec
+
+    get_spec(config.model)  # unknown names fail before the data loads
+    result = train(
+        config, args.out, resume=args.resume, val=args.val, val_every=args.val_every,
+        checkpoint_every=args.checkpoint_every, log_every=args.log_every, device=args.device,
+        command=shlex.join(["vsr", "train", *sys.argv[2:]]) if sys.argv[1:2] == ["train"] else shlex.join(sys.argv),
+    )
+    print(f"wrote {result.weights} ({result.steps} steps, {result.seconds:.0f}s"
+          + (f", Set5 {result.val_psnr:.3f} dB" if result.val_psnr is not None else "") + ")")
+    return 0

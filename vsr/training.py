@@ -1,0 +1,316 @@
+"""Training ESPCN variants on image folders (the logic behind ``vsr train`` and ``tools/train.py``).
+
+Data: every image of the given folders (e.g. T91 + BSD200, the "291" set), optionally also
+MATLAB-downscaled copies (``image_scales``), modcropped; the LR image is made once per image
+with the evaluation protocol's own degradation (:func:`vsr.evaluate.make_lr`), and both are
+kept as 8-bit Y.  A training patch is an aligned crop (``patch`` LR pixels, ``patch*scale``
+HR pixels) with one of the 8 flips/rotations; since the bicubic kernel is symmetric, the
+transformed pair is exactly what the protocol would make of the transformed image.
+
+Determinism and resuming: the batch of step ``i`` is drawn from ``default_rng([seed, i])``
+alone, the learning rate and loss are functions of ``i``, and the checkpoint holds the
+model and Adam state, so a run interrupted and resumed from its checkpoint ends with the
+same weights, bit for bit, as one that never stopped (same device and thread count).
+
+Schedule: linear warm-up, cosine decay from ``lr`` to ``min_lr``; L1 loss, then MSE for the
+last ``1 - l2_from`` of the steps (fine-tuning for PSNR); on CPU the forward pass runs under
+bf16 autocast (AMX) until ``bf16_until`` of the steps, then in fp32.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import sys
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+from .errors import ConfigError, DeviceError, WeightsError
+from .evaluate import Sample, evaluate, imresize, list_images, load_image, make_lr, modcrop, prepare_sample, to_y
+from .models import ESPCN, create_model, read_weights, save_weights
+
+__all__ = ["TrainConfig", "TrainResult", "PatchData", "train", "load_training_images"]
+
+
+@dataclass(frozen=True, kw_only=True)
+class TrainConfig:
+    """Everything that decides a training run's result (the checkpoint checks it on resume)."""
+
+    model: str = "espcn"
+    scale: int = 3
+    data: tuple[str, ...] = ()
+    image_scales: tuple[float, ...] = (1.0,)
+    steps: int = 20000
+    batch_size: int = 32
+    patch: int = 32
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    warmup: int = 500
+    l2_from: float = 0.8
+    bf16_until: float = 0.9
+    seed: int = 0
+    init: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.scale not in (2, 3, 4):
+            raise ConfigError(f"scale must be 2, 3 or 4, got {self.scale!r}")
+        if not self.data:
+            raise ConfigError("no training data: pass --data FOLDER (e.g. ../shared/data/train/T91)")
+        if self.steps < 1 or self.batch_size < 1:
+            raise ConfigError(f"steps and batch size must be positive, got {self.steps} and {self.batch_size}")
+        if self.patch < 4:
+            raise ConfigError(f"patch (LR pixels) must be at least 4, got {self.patch}; the paper uses 17")
+        if not (self.lr > 0 and 0 < self.min_lr <= self.lr):
+            raise ConfigError(f"need 0 < min_lr <= lr, got lr={self.lr}, min_lr={self.min_lr}")
+        if not (0.0 <= self.l2_from <= 1.0 and 0.0 <= self.bf16_until <= 1.0):
+            raise ConfigError("l2_from and bf16_until are fractions of the steps, in [0, 1]")
+        if not self.image_scales or any(not 0.1 <= s <= 1.0 for s in self.image_scales):
+            raise ConfigError(f"image scales must lie in [0.1, 1], got {self.image_scales}")
+
+    def to_dict(self) -> dict[str, Any]:
+        d = asdict(self)
+        d["data"] = list(self.data)
+        d["image_scales"] = list(self.image_scales)
+        return d
+
+    def learning_rate(self, step: int) -> float:
+        if step < self.warmup:
+            return self.lr * (step + 1) / self.warmup
+        t = (step - self.warmup) / max(1, self.steps - self.warmup)
+        return self.min_lr + 0.5 * (self.lr - self.min_lr) * (1.0 + math.cos(math.pi * min(1.0, t)))
+
+    def uses_l2(self, step: int) -> bool:
+        return step >= self.l2_from * self.steps
+
+    def uses_bf16(self, step: int) -> bool:
+        return step < self.bf16_until * self.steps
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    weights: Path
+    checkpoint: Path
+    steps: int
+    seconds: float
+    val_psnr: float | None
+    history: tuple[dict[str, Any], ...] = field(default=(), repr=False)
+
+
+def load_training_images(
+    folders: tuple[str, ...], scale: int, image_scales: tuple[float, ...] = (1.0,)
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """``(lr_y, hr_y)`` 8-bit pairs for every image (and downscaled copy) of ``folders``."""
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []
+    for folder in folders:
+        for path in list_images(folder):
+            img = load_image(path)
+            for s in image_scales:
+                src = img if s == 1.0 else imresize(img, s)
+                hr = modcrop(src, scale)
+                if min(hr.shape[:2]) < 2 * scale:
+                    continue
+                pairs.append((to_y(make_lr(hr, scale)), to_y(hr)))
+    return pairs
+
+
+class PatchData:
+    """Aligned LR/HR Y patches with flips and rotations, batch ``i`` a pure function of ``(seed, i)``."""
+
+    def __init__(self, pairs: list[tuple[np.ndarray, np.ndarray]], *, scale: int, patch: int, seed: int):
+        self.scale, self.patch, self.seed = scale, patch, seed
+        self.pairs = [(lr, hr) for lr, hr in pairs if min(lr.shape) >= patch]
+        if not self.pairs:
+            raise ConfigError(f"no training image is at least {patch * scale} pixels on each side")
+        positions = np.array([(lr.shape[0] - patch + 1) * (lr.shape[1] - patch + 1) for lr, _ in self.pairs], float)
+        self.weights = positions / positions.sum()
+
+    def batch(self, step: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        rng = np.random.default_rng([self.seed, step])
+        p, r = self.patch, self.scale
+        which = rng.choice(len(self.pairs), size=size, p=self.weights)
+        lr_out = np.empty((size, 1, p, p), np.float32)
+        hr_out = np.empty((size, 1, p * r, p * r), np.float32)
+        for n, idx in enumerate(which):
+            lr, hr = self.pairs[idx]
+            y = int(rng.integers(0, lr.shape[0] - p + 1))
+            x = int(rng.integers(0, lr.shape[1] - p + 1))
+            a = lr[y : y + p, x : x + p]
+            b = hr[y * r : (y + p) * r, x * r : (x + p) * r]
+            k = int(rng.integers(0, 8))
+            if k & 4:
+                a, b = a[:, ::-1], b[:, ::-1]
+            a, b = np.rot90(a, k & 3), np.rot90(b, k & 3)
+            lr_out[n, 0] = a
+            hr_out[n, 0] = b
+        return torch.from_numpy(lr_out / 255.0), torch.from_numpy(hr_out / 255.0)
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise DeviceError(f"device {device!r} asked for, but this torch has no CUDA device; use --device cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise DeviceError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+
+
+def _init_from(model: ESPCN, path: str) -> list[str]:
+    """Copy the tensors of ``path`` whose name and shape fit (another scale's feature layers)."""
+    state, _ = read_weights(path)
+    own = model.state_dict()
+    copied = [k for k, v in state.items() if k in own and own[k].shape == v.shape]
+    if not copied:
+        raise WeightsError(f"{path!r} has no tensor that fits the model; is it the same variant?")
+    model.load_state_dict({**own, **{k: state[k] for k in copied}})
+    return copied
+
+
+def _save_checkpoint(path: Path, model: ESPCN, opt: torch.optim.Optimizer, step: int, config: TrainConfig,
+                     history: list[dict[str, Any]], seconds: float) -> None:
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(
+        {"model": model.state_dict(), "optimizer": opt.state_dict(), "step": step,
+         "config": config.to_dict(), "history": history, "seconds": seconds},
+        tmp,
+    )
+    os.replace(tmp, path)
+
+
+def train(
+    config: TrainConfig,
+    out: str | Path,
+    *,
+    resume: bool = False,
+    val: str | Path | None = None,
+    val_every: int = 2000,
+    checkpoint_every: int = 1000,
+    log_every: int = 100,
+    device: str = "auto",
+    stop_after: int | None = None,
+    command: str | None = None,
+    log: Callable[[str], None] | None = None,
+) -> TrainResult:
+    """Train ``config`` into folder ``out`` (``checkpoint.pt``, ``log.jsonl``, ``<model>_x<scale>.safetensors``).
+
+    ``resume``: continue from ``out/checkpoint.pt`` (its config must equal ``config``).
+    ``stop_after``: stop (with a checkpoint) once that many steps are done, as an interruption would.
+    """
+    say = log or (lambda s: print(s, flush=True))
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    ckpt_path = out / "checkpoint.pt"
+    dev = resolve_device(device)
+    torch.manual_seed(config.seed)
+    model = create_model(config.model, scale=config.scale, weights=None).train()
+    initialised: list[str] = []
+    if config.init:
+        initialised = _init_from(model, config.init)
+    if dev.type == "cpu":
+        model = model.to(memory_format=torch.channels_last)
+    model = model.to(dev)
+    opt = torch.optim.Adam(model.parameters(), lr=config.lr)
+    step, history, seconds_before = 0, [], 0.0
+    if resume and ckpt_path.is_file():
+        ckpt = torch.load(ckpt_path, map_location=dev, weights_only=True)
+        if ckpt["config"] != config.to_dict():
+            diff = {k: (v, config.to_dict().get(k)) for k, v in ckpt["config"].items() if config.to_dict().get(k) != v}
+            raise ConfigError(f"{str(ckpt_path)!r} was made with other settings {diff}; use a new --out or the same flags")
+        model.load_state_dict(ckpt["model"])
+        opt.load_state_dict(ckpt["optimizer"])
+        step, history, seconds_before = int(ckpt["step"]), list(ckpt["history"]), float(ckpt["seconds"])
+        say(f"resuming {ckpt_path} at step {step}/{config.steps}")
+    elif ckpt_path.is_file() and not resume:
+        raise ConfigError(f"{str(ckpt_path)!r} exists: pass --resume to continue it, or choose another --out")
+
+    t_load = time.perf_counter()
+    data = PatchData(load_training_images(config.data, config.scale, config.image_scales),
+                     scale=config.scale, patch=config.patch, seed=config.seed)
+    val_samples: list[Sample] = []
+    if val is not None:
+        val_samples = [prepare_sample(load_image(p), config.scale, p.name) for p in list_images(val)]
+    say(f"{config.model} x{config.scale}: {len(data.pairs)} training images loaded in "
+        f"{time.perf_counter() - t_load:.1f}s; {config.steps} steps of {config.batch_size} "
+        f"patches {config.patch}->{config.patch * config.scale} on {dev}"
+        + (f"; init {len(initialised)} tensors from {config.init}" if initialised else ""))
+
+    def validate() -> float | None:
+        if not val_samples:
+            return None
+        model.eval()
+        res = evaluate(model, val_samples, config.scale, device=dev)
+        model.train()
+        if dev.type == "cpu":
+            model.to(memory_format=torch.channels_last)
+        return res.psnr
+
+    start = time.perf_counter()
+    running, count = 0.0, 0
+    end = config.steps if stop_after is None else min(config.steps, stop_after)
+    val_psnr: float | None = None
+    try:
+        while step < end:
+            lr_b, hr_b = data.batch(step, config.batch_size)
+            lr_b, hr_b = lr_b.to(dev), hr_b.to(dev)
+            if dev.type == "cpu":
+                lr_b = lr_b.contiguous(memory_format=torch.channels_last)
+            for group in opt.param_groups:
+                group["lr"] = config.learning_rate(step)
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=config.uses_bf16(step)):
+                pred = model(lr_b)
+            pred = pred.float()
+            loss = F.mse_loss(pred, hr_b) if config.uses_l2(step) else F.l1_loss(pred, hr_b)
+            opt.zero_grad(set_to_none=True)
+            loss.backward()
+            opt.step()
+            step += 1
+            running += float(loss.detach())
+            count += 1
+            is_val = val_samples and (step % val_every == 0 or step == config.steps)
+            if step % log_every == 0 or is_val or step == end:
+                elapsed = seconds_before + time.perf_counter() - start
+                entry: dict[str, Any] = {"step": step, "loss": running / max(count, 1),
+                                         "lr": config.learning_rate(step - 1), "seconds": round(elapsed, 1),
+                                         "loss_kind": "l2" if config.uses_l2(step - 1) else "l1"}
+                if is_val:
+                    val_psnr = validate()
+                    entry["val_psnr"] = val_psnr
+                history.append(entry)
+                with open(out / "log.jsonl", "a") as fh:
+                    fh.write(json.dumps(entry) + "\n")
+                say(f"step {step}/{config.steps} {entry['loss_kind']} loss {entry['loss']:.5f} "
+                    f"lr {entry['lr']:.2e} {elapsed:.0f}s"
+                    + (f" Set5 {val_psnr:.3f} dB" if is_val and val_psnr is not None else ""))
+                running, count = 0.0, 0
+            if step % checkpoint_every == 0:
+                _save_checkpoint(ckpt_path, model, opt, step, config, history,
+                                 seconds_before + time.perf_counter() - start)
+    except KeyboardInterrupt:
+        _save_checkpoint(ckpt_path, model, opt, step, config, history, seconds_before + time.perf_counter() - start)
+        say(f"interrupted at step {step}; checkpoint saved, continue with --resume")
+        raise
+    seconds = seconds_before + time.perf_counter() - start
+    _save_checkpoint(ckpt_path, model, opt, step, config, history, seconds)
+    weights = out / f"{config.model}_x{config.scale}.safetensors"
+    if step >= config.steps:
+        model_cpu = model.to("cpu").to(memory_format=torch.contiguous_format).eval()
+        save_weights(
+            model_cpu, weights,
+            training={**config.to_dict(), "data": [Path(d).name for d in config.data],
+                      "init": Path(config.init).name if config.init else None},
+            steps=step, seed=config.seed, wall_seconds=round(seconds, 1),
+            machine=f"{platform.machine()} {os.cpu_count()} cpu, torch {torch.__version__}, {dev.type}, "
+                    f"{torch.get_num_threads()} threads",
+            val_set5_psnr=val_psnr,
+            command=command or " ".join(sys.argv),
+        )
+    return TrainResult(weights, ckpt_path, step, seconds, val_psnr, tuple(history))
