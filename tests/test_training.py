@@ -1,0 +1,125 @@
+"""Training: the loss falls, checkpoints are written, and an interrupted run resumes to the same weights."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from vsr.cli import main as cli_main
+from vsr.errors import ConfigError
+from vsr.evaluate import load_image
+from vsr.models import create_model, read_weights
+from vsr.training import PatchData, TrainConfig, load_training_images, train
+
+
+@pytest.fixture(scope="module")
+def image_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Four small smooth-plus-edges RGB images (made here) as a training folder."""
+    import cv2
+
+    folder = tmp_path_factory.mktemp("train_images")
+    rng = np.random.default_rng(0)
+    yy, xx = np.mgrid[0:60, 0:72]
+    for i in range(4):
+        img = np.zeros((60, 72, 3), np.float64)
+        for c in range(3):
+            fx, fy, ph = rng.uniform(0.05, 0.4, 3)
+            img[..., c] = 127 + 90 * np.sin(fx * xx + ph) * np.cos(fy * yy)
+        img[20 + i : 40, 10 + 3 * i : 30] = rng.uniform(0, 255, 3)  # a hard-edged square
+        cv2.imwrite(str(folder / f"img{i}.png"), np.clip(img, 0, 255).astype(np.uint8))
+    return folder
+
+
+def _config(folder: Path, **kw) -> TrainConfig:
+    base = dict(model="espcn-fast", scale=2, data=(str(folder),), steps=6, batch_size=4, patch=8,
+                warmup=2, lr=3e-3, l2_from=0.5, bf16_until=0.5, seed=3)
+    base.update(kw)
+    return TrainConfig(**base)
+
+
+def test_patches_are_aligned_and_deterministic(image_folder: Path) -> None:
+    pairs = load_training_images((str(image_folder),), 2)
+    data = PatchData(pairs, scale=2, patch=8, seed=1)
+    lr, hr = data.batch(5, 6)
+    assert lr.shape == (6, 1, 8, 8) and hr.shape == (6, 1, 16, 16)
+    lr2, hr2 = data.batch(5, 6)
+    assert torch.equal(lr, lr2) and torch.equal(hr, hr2)
+    assert not torch.equal(lr, data.batch(6, 6)[0])
+    # HR patches averaged 2x2 look like their LR patches (aligned crops, same flips)
+    pooled = torch.nn.functional.avg_pool2d(hr, 2)
+    assert float((pooled - lr).abs().mean()) < 0.03
+
+
+def test_tiny_run_lowers_loss_and_writes_checkpoint(image_folder: Path, tmp_path: Path) -> None:
+    config = _config(image_folder, steps=40, l2_from=1.0, bf16_until=0.0, lr=5e-3, warmup=1)
+    result = train(config, tmp_path / "run", val=None, log_every=5, checkpoint_every=20, log=lambda s: None)
+    losses = [h["loss"] for h in result.history]
+    assert losses[-1] < 0.7 * losses[0]
+    assert result.checkpoint.is_file() and result.weights.is_file()
+    state, meta = read_weights(result.weights)
+    assert meta["steps"] == 40 and meta["seed"] == 3 and meta["training"]["model"] == "espcn-fast"
+    model = create_model("espcn-fast", scale=2, weights=result.weights)
+    assert model.scale == 2
+    lines = (tmp_path / "run" / "log.jsonl").read_text().splitlines()
+    assert json.loads(lines[-1])["step"] == 40
+
+
+def test_interrupted_then_resumed_equals_uninterrupted(image_folder: Path, tmp_path: Path) -> None:
+    config = _config(image_folder)
+    whole = train(config, tmp_path / "whole", log=lambda s: None, checkpoint_every=2)
+    part = train(config, tmp_path / "part", stop_after=3, log=lambda s: None, checkpoint_every=2)
+    assert part.steps == 3 and not part.weights.exists()
+    with pytest.raises(ConfigError, match="--resume"):
+        train(config, tmp_path / "part", log=lambda s: None)
+    with pytest.raises(ConfigError, match="other settings"):
+        train(_config(image_folder, seed=4), tmp_path / "part", resume=True, log=lambda s: None)
+    resumed = train(config, tmp_path / "part", resume=True, log=lambda s: None, checkpoint_every=2)
+    assert resumed.steps == whole.steps == 6
+    a, _ = read_weights(whole.weights)
+    b, _ = read_weights(resumed.weights)
+    assert a.keys() == b.keys()
+    for k in a:
+        assert torch.equal(a[k], b[k]), k
+
+
+def test_validation_psnr_is_reported(image_folder: Path, tmp_path: Path) -> None:
+    result = train(_config(image_folder, steps=4), tmp_path / "v", val=image_folder, val_every=2,
+                   log=lambda s: None)
+    vals = [h["val_psnr"] for h in result.history if "val_psnr" in h]
+    assert len(vals) == 2 and all(10 < v < 60 for v in vals)
+    assert result.val_psnr == vals[-1]
+
+
+def test_init_from_other_scale_copies_feature_layers(image_folder: Path, tmp_path: Path) -> None:
+    first = train(_config(image_folder, scale=3, patch=6, steps=2), tmp_path / "x3", log=lambda s: None)
+    second = train(_config(image_folder, scale=2, steps=1, lr=1e-12, min_lr=1e-12, init=str(first.weights)),
+                   tmp_path / "x2", log=lambda s: None)
+    a, _ = read_weights(first.weights)
+    b, _ = read_weights(second.weights)
+    assert torch.allclose(a["features.0.weight"], b["features.0.weight"], atol=1e-6)
+    assert a["subpixel.weight"].shape != b["subpixel.weight"].shape
+
+
+def test_bad_settings_are_one_line_errors(image_folder: Path, tmp_path: Path, capsys) -> None:
+    with pytest.raises(ConfigError):
+        TrainConfig(data=())
+    with pytest.raises(ConfigError):
+        TrainConfig(data=("x",), scale=5)
+    rc = cli_main(["train", "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "o"), "--steps", "1"])
+    assert rc == 1
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_cli_train_runs(image_folder: Path, tmp_path: Path, capsys) -> None:
+    out = tmp_path / "cli"
+    rc = cli_main(["train", "--model", "espcn-fast", "--scale", "2", "--data", str(image_folder),
+                   "--out", str(out), "--steps", "3", "--batch-size", "2", "--patch", "8", "--warmup", "1",
+                   "--log-every", "1"])
+    assert rc == 0
+    assert (out / "espcn-fast_x2.safetensors").is_file()
+    assert "wrote" in capsys.readouterr().out
+    assert load_image(next(image_folder.iterdir())).shape == (60, 72, 3)
