@@ -17,6 +17,7 @@ from .errors import (
     VsrError,
     WeightsError,
 )
+from . import ops
 from .models import ESPCN, ESPCNConfig, create_model, list_models, load_weights, register_model, save_weights
 
 __all__ = [
@@ -36,6 +37,7 @@ __all__ = [
     "create_model",
     "list_models",
     "load_weights",
+    "ops",
     "register_model",
     "save_weights",
 ]

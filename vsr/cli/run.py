@@ -10,7 +10,7 @@ from pathlib import Path
 
 from ..config import load_config
 from ..errors import ConfigError
-from ..media import check_input_path
+from ..media import VideoReader
 from ..pipeline import Pipeline, Progress, RunReport, default_output_path
 
 
@@ -92,7 +92,8 @@ def summary(report: RunReport) -> str:
 
 def main(args: argparse.Namespace) -> int:
     config = load_config(args.config, _overrides(args))
-    check_input_path(args.input)  # before the model loads: the more basic error first
+    if args.input != "-":
+        VideoReader(args.input).close()  # input errors first: they are more basic than model errors
     if args.report and Path(args.report).is_dir():
         raise ConfigError(f"--report {args.report}: is a directory; give a file name")
     output = args.output if args.output is not None else default_output_path(args.input, config)
