@@ -43,6 +43,8 @@ _STALE_TAGS = {"major_brand", "minor_version", "compatible_brands", "encoder", "
 
 
 def _one_line(exc: BaseException) -> str:
+    if isinstance(exc, av.FFmpegError) and exc.strerror:  # without the errno and the file name again
+        return exc.strerror
     text = str(exc).strip().splitlines()
     return text[0] if text else type(exc).__name__
 
@@ -124,6 +126,8 @@ class VideoReader:
         self.path = os.fspath(path)
         self.lost_packets = 0
         self.frames_decoded = 0
+        self.missing_frames = 0  # frames the container announces but the file does not hold (set at the end)
+        self._video_end: float | None = None  # end time of the last decoded frame, seconds
         self.rotation = 0  # display rotation in degrees, from the first frame's display matrix
         self._converted_from: str | None = None
         check_input_path(self.path)
@@ -153,6 +157,8 @@ class VideoReader:
         duration = None
         if s.duration is not None and s.time_base:
             duration = float(s.duration * s.time_base)
+        elif _tag_seconds(s.metadata.get("DURATION")) is not None:  # Matroska writes the stream's own length here
+            duration = _tag_seconds(s.metadata.get("DURATION"))
         elif self.container.duration:
             duration = self.container.duration / av.time_base
         frames = s.frames or (round(duration * float(rate)) if duration and rate else 0)
@@ -198,11 +204,29 @@ class VideoReader:
                         if self.frames_decoded == 0:
                             self.rotation = frame.rotation
                         self.frames_decoded += 1
+                        if frame.pts is not None and frame.time_base:
+                            self._video_end = float((frame.pts + (frame.duration or 0)) * frame.time_base)
                         yield self._planar(frame)
                 elif packet.dts is not None and packet.size:
                     yield packet
         except (av.FFmpegError, OSError) as exc:
             raise MediaError(f"{self.path}: cannot read past this point ({_one_line(exc)})") from None
+        self.missing_frames = self._shortfall()
+
+    def _shortfall(self) -> int:
+        """Frames the container announces beyond those decoded: a truncated file's loss.
+
+        Exact where the container indexes every frame (MP4/MOV); otherwise estimated from
+        the stream's announced duration, counted only when more than a frame is missing.
+        """
+        s, info = self.video, self.info
+        if s.frames:
+            return max(0, s.frames - self.frames_decoded)
+        if not (info.duration and info.frame_rate and self._video_end is not None):
+            return 0
+        start = float(s.start_time * s.time_base) if s.start_time is not None and s.time_base else 0.0
+        gap = start + info.duration - self._video_end
+        return round(gap * float(info.frame_rate)) if gap * float(info.frame_rate) > 1.5 else 0
 
     def close(self) -> None:
         self.container.close()
@@ -212,6 +236,15 @@ class VideoReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _tag_seconds(value: str | None) -> float | None:
+    """``HH:MM:SS.fraction`` (a Matroska DURATION tag) in seconds; None when absent or malformed."""
+    try:
+        h, m, sec = (value or "").split(":")
+        return int(h) * 3600 + int(m) * 60 + float(sec)
+    except ValueError:
+        return None
 
 
 def check_input_path(path: str | os.PathLike[str]) -> None:

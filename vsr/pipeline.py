@@ -83,7 +83,6 @@ class RunReport:
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["notes"] = list(self.notes)
-        d.update({name: d["stages"][name] for name in ("decode", "infer", "encode")})
         return d
 
 
@@ -383,8 +382,14 @@ class Pipeline:
         frames = clocks["encode"].frames
         fps = frames / wall if wall > 0 else 0.0
         lat = np.frombuffer(latencies, dtype=np.float64) if len(latencies) else np.zeros(1)
+        notes = list(writer.notes)
         if reader.lost_packets:
             log.info("%s: %d damaged packet(s) could not be decoded", info.path, reader.lost_packets)
+        if reader.missing_frames:
+            total = reader.frames_decoded + reader.missing_frames
+            notes.append(f"{info.path}: input ends early (truncated file?): {reader.missing_frames} of {total} "
+                         f"frames could not be read; the output holds the first {reader.frames_decoded}")
+            log.warning("%s", notes[-1])
         return RunReport(
             input=str(src),
             output=str(dst),
@@ -402,7 +407,7 @@ class Pipeline:
             stages={name: c.report(wall) for name, c in clocks.items()},
             latency_ms={"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95))},
             lost_packets=reader.lost_packets,
-            notes=tuple(writer.notes),
+            notes=tuple(notes),
         )
 
 

@@ -57,7 +57,10 @@ def _on_sigterm(signum: int, frame: object) -> None:
 def _setup_logging(quiet: bool) -> None:
     """Notes go to stderr (never stdout, which may carry video), as 'vsr: note: ...'."""
     logger = logging.getLogger("vsr")
-    if not any(getattr(h, "_vsr_cli", False) for h in logger.handlers):
+    ours = [h for h in logger.handlers if getattr(h, "_vsr_cli", False)]
+    if ours:  # called again in one process (tests, embedding): follow the current sys.stderr
+        ours[0].stream = sys.stderr  # type: ignore[attr-defined]  (not setStream: the old one may be closed)
+    else:
         handler = logging.StreamHandler(sys.stderr)
         handler.setFormatter(logging.Formatter("vsr: note: %(message)s"))
         handler._vsr_cli = True  # type: ignore[attr-defined]
