@@ -37,7 +37,7 @@ from .errors import ConfigError, DeviceError, WeightsError
 from .evaluate import Sample, evaluate, imresize, list_images, load_image, make_lr, modcrop, prepare_sample, to_y
 from .models import ESPCN, create_model, read_weights, save_weights
 
-__all__ = ["TrainConfig", "TrainResult", "PatchData", "train", "load_training_images"]
+__all__ = ["TrainConfig", "TrainResult", "PatchData", "export_checkpoint", "train", "load_training_images"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -199,11 +199,16 @@ def train(
     stop_after: int | None = None,
     command: str | None = None,
     log: Callable[[str], None] | None = None,
+    module: torch.nn.Module | None = None,
 ) -> TrainResult:
     """Train ``config`` into folder ``out`` (``checkpoint.pt``, ``log.jsonl``, ``<model>_x<scale>.safetensors``).
 
     ``resume``: continue from ``out/checkpoint.pt`` (its config must equal ``config``).
     ``stop_after``: stop (with a checkpoint) once that many steps are done, as an interruption would.
+    ``module``: train this network (trained in place) instead of ``create_model(config.model)``, e.g. an
+    architecture that is not a registered variant; ``config.model`` then only names it (files, logs). It
+    must map ``(N, 1, h, w)`` in [0, 1] to ``(N, 1, scale*h, scale*w)`` and have ``config.to_dict()``
+    for the weights file's metadata.
     """
     say = log or (lambda s: print(s, flush=True))
     out = Path(out)
@@ -211,7 +216,7 @@ def train(
     ckpt_path = out / "checkpoint.pt"
     dev = resolve_device(device)
     torch.manual_seed(config.seed)
-    model = create_model(config.model, scale=config.scale, weights=None).train()
+    model = (create_model(config.model, scale=config.scale, weights=None) if module is None else module).train()
     initialised: list[str] = []
     if config.init:
         initialised = _init_from(model, config.init)
@@ -314,3 +319,14 @@ def train(
             command=command or " ".join(sys.argv),
         )
     return TrainResult(weights, ckpt_path, step, seconds, val_psnr, tuple(history))
+
+
+def export_checkpoint(checkpoint: str | Path, weights: str | Path) -> Path:
+    """Write the model of a (possibly unfinished) training checkpoint as a weights file."""
+    ckpt = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
+    config = TrainConfig(**{**ckpt["config"], "data": tuple(ckpt["config"]["data"]),
+                            "image_scales": tuple(ckpt["config"]["image_scales"])})
+    model = create_model(config.model, scale=config.scale, weights=None)
+    model.load_state_dict(ckpt["model"])
+    return save_weights(model, weights, training=config.to_dict(), steps=int(ckpt["step"]), seed=config.seed,
+                        wall_seconds=round(float(ckpt["seconds"]), 1), unfinished=int(ckpt["step"]) < config.steps)
