@@ -61,6 +61,13 @@ def resolve_precision(spec: str, device: torch.device) -> torch.dtype:
     return _DTYPES[spec]
 
 
+_MIN_TILE = 64  # the out-of-memory fallback halves the tile down to this size, then gives up
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    return isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in str(exc)
+
+
 @dataclass(frozen=True)
 class _Tiling:
     tile: int  # LR pixels per side of a tile's core
@@ -76,7 +83,8 @@ class LumaUpscaler:
 
     Frames larger than ``tile`` LR pixels (0: never) are processed in tiles that
     overlap by the network's receptive field, so the result equals the untiled one.
-    On CUDA out-of-memory the tile size is halved and the call retried.
+    On out-of-memory (CUDA, or the CPU allocator) the tile size is halved, down to 64
+    pixels, and the call retried; the smaller tile is kept for later calls.
     """
 
     def __init__(
@@ -107,15 +115,19 @@ class LumaUpscaler:
                 if self.tile and max(x.shape[-2:]) > self.tile:
                     return self._tiled(x, _Tiling(self.tile, self.halo))
                 return self.model(x)
-            except torch.cuda.OutOfMemoryError:
-                if self.device.type != "cuda":
+            except RuntimeError as exc:  # torch.OutOfMemoryError (CUDA) is one; the CPU allocator's is plain
+                if not _out_of_memory(exc):
                     raise
-                torch.cuda.empty_cache()
+                if self.device.type == "cuda":
+                    torch.cuda.empty_cache()
                 current = self.tile or max(x.shape[-2:])
-                if current <= 64:
-                    raise
-                self.tile = max(64, current // 2)
-                log.info("CUDA out of memory: processing in %d-pixel tiles from now on", self.tile)
+                if current <= _MIN_TILE:
+                    raise DeviceError(
+                        f"{self.device.type} out of memory even in {current}-pixel tiles of "
+                        f"{x.shape[0]} frame(s); use --batch 1, a smaller model or another device"
+                    ) from exc
+                self.tile = max(_MIN_TILE, current // 2)
+                log.info("%s out of memory: processing in %d-pixel tiles from now on", self.device.type, self.tile)
 
     def _tiled(self, x: torch.Tensor, t: _Tiling) -> torch.Tensor:
         n, c, h, w = x.shape

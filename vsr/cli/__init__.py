@@ -54,14 +54,23 @@ def _on_sigterm(signum: int, frame: object) -> None:
     raise _Terminated
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Writes to whatever ``sys.stderr`` is when a record comes (it may be replaced after setup)."""
+
+    @property  # type: ignore[override]
+    def stream(self):  # noqa: ANN201
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value: object) -> None:
+        pass
+
+
 def _setup_logging(quiet: bool) -> None:
     """Notes go to stderr (never stdout, which may carry video), as 'vsr: note: ...'."""
     logger = logging.getLogger("vsr")
-    ours = [h for h in logger.handlers if getattr(h, "_vsr_cli", False)]
-    if ours:  # called again in one process (tests, embedding): follow the current sys.stderr
-        ours[0].stream = sys.stderr  # type: ignore[attr-defined]  (not setStream: the old one may be closed)
-    else:
-        handler = logging.StreamHandler(sys.stderr)
+    if not any(getattr(h, "_vsr_cli", False) for h in logger.handlers):
+        handler = _StderrHandler()
         handler.setFormatter(logging.Formatter("vsr: note: %(message)s"))
         handler._vsr_cli = True  # type: ignore[attr-defined]
         logger.addHandler(handler)
