@@ -24,6 +24,7 @@ from .config import EncoderConfig
 from .errors import EncodeError, MediaError, OutputExistsError, UnsupportedMediaError
 
 __all__ = [
+    "SourceDescription",
     "VideoInfo",
     "VideoReader",
     "VideoWriter",
@@ -263,6 +264,27 @@ def check_input_path(path: str | os.PathLike[str]) -> None:
         raise MediaError(f"{path}: file is empty")
 
 
+@dataclass(frozen=True, kw_only=True)
+class SourceDescription:
+    """What a :class:`VideoWriter` needs of its source when no :class:`VideoReader` is behind it.
+
+    For frames that come from elsewhere (a camera in the live preview, generated frames):
+    the writer then has no streams to copy and no tags to carry over. Frames are written
+    with their own ``pts`` in ``time_base``; ``frame_rate`` is the nominal rate told to
+    the encoder. Field names are those of :class:`VideoInfo`.
+    """
+
+    name: str  # the source as messages name it
+    frame_rate: Fraction = Fraction(25)
+    time_base: Fraction = Fraction(1, 1000)
+    sample_aspect_ratio: Fraction | None = None
+    rotation: int = 0  # display rotation in degrees
+
+    def __post_init__(self) -> None:
+        if self.frame_rate <= 0 or self.time_base <= 0:
+            raise ValueError(f"frame_rate and time_base must be positive, got {self.frame_rate}, {self.time_base}")
+
+
 def _temp_path(dest: Path) -> Path:
     # The extension stays last so that FFmpeg picks the container from it.
     return dest.with_name(f".{dest.stem}.vsr-{uuid.uuid4().hex[:8]}{dest.suffix}")
@@ -270,6 +292,8 @@ def _temp_path(dest: Path) -> Path:
 
 class VideoWriter:
     """Encodes video frames and muxes them with the copied streams of a :class:`VideoReader`.
+
+    ``reader`` may instead be a :class:`SourceDescription`, for frames without an input file.
 
     The video stream is set up from the first frame (size, format, colour tags,
     rotation), so streams' packets that arrive before it are held until then. Output
@@ -280,13 +304,15 @@ class VideoWriter:
     def __init__(
         self,
         path: str | os.PathLike[str],
-        reader: VideoReader,
+        reader: VideoReader | SourceDescription,
         *,
         encoder: EncoderConfig,
         overwrite: bool = False,
     ) -> None:
         self.path = os.fspath(path)
-        self.reader = reader
+        self.reader = reader if isinstance(reader, VideoReader) else None
+        self.source = reader
+        self._source_name = reader.path if isinstance(reader, VideoReader) else reader.name
         self.encoder = encoder
         self.overwrite = overwrite
         self.frames = 0
@@ -318,7 +344,7 @@ class VideoWriter:
         except (av.FFmpegError, ValueError) as exc:
             self._remove_tmp()
             raise EncodeError(f"{self.path}: cannot create this kind of file ({_one_line(exc)})") from None
-        in_meta = reader.container.metadata
+        in_meta = reader.container.metadata if isinstance(reader, VideoReader) else {}
         self.container.metadata.update({k: v for k, v in in_meta.items() if k not in _STALE_TAGS})
         self._copies: dict[int, av.stream.Stream] = {}
         self._reencode: dict[int, av.stream.Stream] = {}
@@ -327,7 +353,7 @@ class VideoWriter:
     # -- streams -------------------------------------------------------------------------
     def _add_passthrough_streams(self) -> None:
         supported = self.container.supported_codecs
-        for s in self.reader.passthrough:
+        for s in self.reader.passthrough if self.reader is not None else ():
             name = s.codec_context.name
             policy = self.encoder.audio if s.type == "audio" else self.encoder.subtitles
             if policy == "drop":
@@ -382,14 +408,15 @@ class VideoWriter:
             self._note(f"output size {width}x{height} is odd: encoding {name} (4:2:0 and 4:2:2 need even sizes)")
         if accepted and name not in accepted:
             raise UnsupportedMediaError(
-                f"{self.reader.path}: pixel format {name} cannot be encoded by {self.encoder.codec} "
+                f"{self._source_name}: pixel format {name} cannot be encoded by {self.encoder.codec} "
                 f"(it takes: {', '.join(accepted)}); set encoder.pix_fmt or encoder.codec"
             )
         self._format = name
         return name
 
     def _open_video(self, frame: av.VideoFrame) -> av.video.stream.VideoStream:
-        info = self.reader.info
+        info = self.reader.info if self.reader is not None else self.source
+        rotation = self.reader.rotation if self.reader is not None else self.source.rotation
         enc = self.encoder
         try:
             stream = self.container.add_stream(enc.codec, rate=info.frame_rate or 25)
@@ -407,8 +434,8 @@ class VideoWriter:
                 setattr(cc, attr, value)
         if info.sample_aspect_ratio:
             cc.sample_aspect_ratio = info.sample_aspect_ratio
-        if self.reader.rotation:
-            stream.set_display_rotation(self.reader.rotation)
+        if rotation:
+            stream.set_display_rotation(rotation)
         options = {}
         opts = cc.supported_options
         supported = {o.name for o in (*opts.private, *opts.generic)}
@@ -417,9 +444,10 @@ class VideoWriter:
         if enc.preset is not None and "preset" in supported:
             options["preset"] = enc.preset
         cc.options = options
-        stream.metadata.update(
-            {k: v for k, v in self.reader.video.metadata.items() if k in ("language", "handler_name", "title")}
-        )
+        if self.reader is not None:
+            stream.metadata.update(
+                {k: v for k, v in self.reader.video.metadata.items() if k in ("language", "handler_name", "title")}
+            )
         return stream
 
     # -- writing -------------------------------------------------------------------------
@@ -461,7 +489,7 @@ class VideoWriter:
             return
         try:
             if self._video is None:
-                raise EncodeError(f"{self.reader.path}: no video frame could be decoded; nothing written")
+                raise EncodeError(f"{self._source_name}: no video frame could be decoded; nothing written")
             self.container.mux(self._video.encode(None))
             for out in self._reencode.values():
                 self.container.mux(out.encode(None))
