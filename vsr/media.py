@@ -9,8 +9,11 @@ destination that replaces it only when everything succeeded.
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+import re
+import sys
 import uuid
 from dataclasses import dataclass
 from fractions import Fraction
@@ -21,7 +24,7 @@ import av
 import numpy as np
 
 from .config import EncoderConfig
-from .errors import EncodeError, MediaError, OutputExistsError, UnsupportedMediaError
+from .errors import ConfigError, EncodeError, MediaError, OutputExistsError, UnsupportedMediaError
 
 __all__ = [
     "SourceDescription",
@@ -33,6 +36,7 @@ __all__ = [
     "native_format",
     "new_frame",
     "resize_plane",
+    "resolve_container_format",
 ]
 
 log = logging.getLogger("vsr")
@@ -175,7 +179,7 @@ class VideoReader:
             frames=int(frames),
             duration=duration,
             sample_aspect_ratio=s.sample_aspect_ratio,
-            interlaced=cc.field_order not in (None, "progressive", "unknown"),
+            interlaced=_interlaced(cc.field_order),
         )
 
     def _planar(self, frame: av.VideoFrame) -> av.VideoFrame:
@@ -248,6 +252,13 @@ def _tag_seconds(value: str | None) -> float | None:
         return None
 
 
+def _interlaced(field_order: int | str | None) -> bool:
+    """Whether a codec context's field order says interlaced (PyAV gives FFmpeg's integer, older ones a name)."""
+    if isinstance(field_order, int):
+        return field_order >= 2  # AV_FIELD_UNKNOWN 0, PROGRESSIVE 1, then TT, BB, TB, BT
+    return field_order not in (None, "progressive", "unknown")
+
+
 def check_input_path(path: str | os.PathLike[str]) -> None:
     """Refuse, with a one-line reason, a local path that cannot be a video (pipes and URLs pass)."""
     path = os.fspath(path)
@@ -285,6 +296,73 @@ class SourceDescription:
             raise ValueError(f"frame_rate and time_base must be positive, got {self.frame_rate}, {self.time_base}")
 
 
+# Short names people type for ``--format``; anything else is an FFmpeg muxer name.
+_FORMAT_ALIASES = {"y4m": "yuv4mpegpipe", "mkv": "matroska", "ts": "mpegts", "m4v": "mp4"}
+_Y4M = "yuv4mpegpipe"
+
+
+def resolve_container_format(name: str | None, path: str | os.PathLike[str] = "") -> str | None:
+    """The FFmpeg muxer for ``--format`` (aliases: y4m, mkv, ts); None lets FFmpeg pick from the file name.
+
+    Standard output has no name to pick from: it gets matroska unless a format is given.
+    """
+    to_stdout = os.fspath(path) in ("-", "pipe:1")
+    if name is None:
+        return "matroska" if to_stdout else None
+    muxer = _FORMAT_ALIASES.get(name.lower(), name.lower())
+    try:
+        av.format.ContainerFormat(muxer, "w")
+    except (ValueError, av.FFmpegError):
+        raise ConfigError(
+            f"unknown output format {name!r}; use y4m, mkv, mp4, nut, webm, mpegts or another FFmpeg muxer name"
+        ) from None
+    return muxer
+
+
+class _Y4MHeaderAspect(io.RawIOBase):
+    """A write-only stream that sets the aspect field (``A``) of a Y4M stream header.
+
+    FFmpeg's yuv4mpegpipe muxer takes the sample aspect ratio from the AVStream, which
+    PyAV cannot set (only the codec context's, which Matroska or MP4 use), so it writes
+    ``A0:0`` (unknown). The header is the stream's first line; the rest passes untouched.
+    """
+
+    def __init__(self, raw: io.BufferedIOBase | io.RawIOBase, aspect: Fraction | None, *, close_raw: bool) -> None:
+        super().__init__()
+        self._raw = raw
+        self._aspect = aspect
+        self._close_raw = close_raw
+        self._head: bytes | None = b""  # None once the header went out
+
+    def writable(self) -> bool:
+        return True
+
+    def write(self, data: bytes) -> int:  # type: ignore[override]
+        n = len(data)
+        if self._head is None:
+            self._raw.write(data)
+            return n
+        self._head += bytes(data)
+        if b"\n" in self._head:
+            line, rest = self._head.split(b"\n", 1)
+            if self._aspect:
+                field = f" A{self._aspect.numerator}:{self._aspect.denominator}".encode()
+                line = re.sub(rb" A\d+:\d+", field, line) if re.search(rb" A\d+:\d+", line) else line + field
+            self._raw.write(line + b"\n" + rest)
+            self._head = None
+        return n
+
+    def close(self) -> None:
+        if not self.closed:
+            if self._head:  # no newline ever came: not a header to fix
+                self._raw.write(self._head)
+                self._head = None
+            self._raw.flush()
+            if self._close_raw:
+                self._raw.close()
+        super().close()
+
+
 def _temp_path(dest: Path) -> Path:
     # The extension stays last so that FFmpeg picks the container from it.
     return dest.with_name(f".{dest.stem}.vsr-{uuid.uuid4().hex[:8]}{dest.suffix}")
@@ -308,6 +386,7 @@ class VideoWriter:
         *,
         encoder: EncoderConfig,
         overwrite: bool = False,
+        format: str | None = None,
     ) -> None:
         self.path = os.fspath(path)
         self.reader = reader if isinstance(reader, VideoReader) else None
@@ -336,12 +415,27 @@ class VideoWriter:
                 raise EncodeError(f"{self.path}: folder {str(self.dest.parent)!r} is not writable")
             self.tmp = _temp_path(self.dest)
             target = str(self.tmp)
+        self._sink: _Y4MHeaderAspect | None = None
+        fmt = resolve_container_format(format, self.path)
+        if fmt is None and self.dest is not None and self.dest.suffix.lower() == ".y4m":
+            fmt = _Y4M  # what FFmpeg would pick from the name; known here to write it as Y4M
+        self.y4m = fmt == _Y4M
         try:
-            fmt = None
-            if self._to_stdout:
-                fmt = "matroska"
-            self.container = av.open(target, "w", format=fmt)
-        except (av.FFmpegError, ValueError) as exc:
+            if self.y4m:
+                # Raw frames in a Y4M stream: written through a filter that sets the aspect field;
+                # 'unofficial' lets the muxer take 9- to 16-bit formats, which other tools read.
+                raw = sys.stdout.buffer if self._to_stdout else open(target, "wb")
+                sar = self.source.sample_aspect_ratio if self.reader is None else reader.info.sample_aspect_ratio
+                self._sink = _Y4MHeaderAspect(raw, sar, close_raw=not self._to_stdout)
+                self.container = av.open(self._sink, "w", format=fmt, container_options={"strict": "unofficial"})
+            else:
+                options = {}
+                if self._to_stdout and fmt in ("mp4", "mov", "ipod", "ismv"):
+                    options["movflags"] = "frag_keyframe+empty_moov"  # MP4 on a pipe: fragmented
+                self.container = av.open(target, "w", format=fmt, container_options=options)
+        except (av.FFmpegError, ValueError, OSError) as exc:
+            if self._sink is not None:
+                self._sink.close()
             self._remove_tmp()
             raise EncodeError(f"{self.path}: cannot create this kind of file ({_one_line(exc)})") from None
         in_meta = reader.container.metadata if isinstance(reader, VideoReader) else {}
@@ -390,13 +484,13 @@ class VideoWriter:
         """
         if self._format is not None:
             return self._format
-        codec = av.codec.Codec(self.encoder.codec, "w")
+        codec = av.codec.Codec(self.video_codec, "w")
         accepted = [f.name for f in codec.video_formats or []]
         want = self.encoder.pix_fmt
         if want != "auto":
             if accepted and want not in accepted:
                 raise EncodeError(
-                    f"encoder {self.encoder.codec} cannot write pixel format {want}; it takes: {', '.join(accepted)}"
+                    f"encoder {self.video_codec} cannot write pixel format {want}; it takes: {', '.join(accepted)}"
                 )
             self._format = want
             return want
@@ -408,25 +502,36 @@ class VideoWriter:
             self._note(f"output size {width}x{height} is odd: encoding {name} (4:2:0 and 4:2:2 need even sizes)")
         if accepted and name not in accepted:
             raise UnsupportedMediaError(
-                f"{self._source_name}: pixel format {name} cannot be encoded by {self.encoder.codec} "
+                f"{self._source_name}: pixel format {name} cannot be encoded by {self.video_codec} "
                 f"(it takes: {', '.join(accepted)}); set encoder.pix_fmt or encoder.codec"
             )
         self._format = name
         return name
 
+    @property
+    def video_codec(self) -> str:
+        """The video encoder: ``encoder.codec``, except raw frames in a Y4M stream."""
+        return "rawvideo" if self.y4m else self.encoder.codec
+
     def _open_video(self, frame: av.VideoFrame) -> av.video.stream.VideoStream:
         info = self.reader.info if self.reader is not None else self.source
         rotation = self.reader.rotation if self.reader is not None else self.source.rotation
         enc = self.encoder
+        rate = info.frame_rate or Fraction(25)
         try:
-            stream = self.container.add_stream(enc.codec, rate=info.frame_rate or 25)
+            stream = self.container.add_stream(self.video_codec, rate=rate)
         except (av.FFmpegError, ValueError) as exc:
-            raise EncodeError(f"encoder {enc.codec!r} is not available ({_one_line(exc)})") from None
+            raise EncodeError(f"encoder {self.video_codec!r} is not available ({_one_line(exc)})") from None
         stream.width, stream.height = frame.width, frame.height
         stream.pix_fmt = self.output_format(frame.width, frame.height, frame.format.name)
-        stream.time_base = info.time_base
+        # Y4M has no timestamps: its frame rate is the time base, frames follow one another.
+        time_base = 1 / Fraction(rate) if self.y4m else info.time_base
+        stream.time_base = time_base
         cc = stream.codec_context
-        cc.time_base = info.time_base
+        cc.time_base = time_base
+        if getattr(info, "interlaced", False):
+            self._note(f"{self._source_name}: interlaced video is upscaled as whole frames and written as "
+                       "progressive; deinterlace it first (e.g. FFmpeg's bwdif filter) for the best result")
         cc.thread_type = "AUTO"
         for attr in ("color_range", "colorspace", "color_primaries", "color_trc"):
             value = getattr(frame, attr, None)
@@ -461,6 +566,8 @@ class VideoWriter:
                     for packet in self._pending:
                         self._mux_passthrough(packet)
                     self._pending.clear()
+                if self.y4m:
+                    self._y4m_timing(item)
                 self.container.mux(self._video.encode(item))
                 self.frames += 1
             elif self._video is None:
@@ -471,6 +578,21 @@ class VideoWriter:
             raise EncodeError(f"{self.path}: cannot write ({_one_line(exc)})") from None
         except OSError as exc:
             raise EncodeError(f"{self.path}: cannot write ({exc.strerror or _one_line(exc)})") from None
+
+    def _y4m_timing(self, frame: av.VideoFrame) -> None:
+        """Number frames one after another at the stream's rate; note once if the input's times differ."""
+        rate = 1 / self._video.time_base
+        if frame.pts is not None and frame.time_base and "_y4m_t0" not in self.__dict__:
+            self._y4m_t0 = frame.pts * frame.time_base
+        t0 = self.__dict__.get("_y4m_t0")
+        if t0 is not None and frame.pts is not None and frame.time_base and not getattr(self, "_y4m_noted", False):
+            drift = abs(float(frame.pts * frame.time_base - t0 - self.frames / rate))
+            if drift > 0.5 / float(rate):
+                self._y4m_noted = True
+                self._note(f"{self._source_name}: variable frame rate; Y4M holds one rate, so frames are "
+                           f"written at {float(rate):.3f} fps from frame {self.frames} on")
+        frame.pts = self.frames
+        frame.time_base = self._video.time_base
 
     def _mux_passthrough(self, packet: av.Packet) -> None:
         index = packet.stream.index

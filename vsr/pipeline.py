@@ -48,6 +48,7 @@ __all__ = [
     "SlotClosed",
     "StageReport",
     "default_output_path",
+    "overlapped_map",
 ]
 
 log = logging.getLogger("vsr")
@@ -326,14 +327,20 @@ class Pipeline:
         *,
         overwrite: bool | None = None,
         progress: Callable[[Progress], None] | None = None,
+        format: str | None = None,
     ) -> RunReport:
-        """Upscale ``src`` into ``dst`` (default: ``output.pattern`` beside ``src``)."""
+        """Upscale ``src`` into ``dst`` (default: ``output.pattern`` beside ``src``).
+
+        ``src`` and ``dst`` may be ``"-"``: standard input and output. ``format`` names the
+        output container (``y4m``, ``mkv``, ``mp4``... or any FFmpeg muxer); None: from
+        ``dst``'s extension, matroska on standard output.
+        """
         cfg = self.config
         dst = default_output_path(src, cfg) if dst is None else dst
         overwrite = cfg.output.overwrite if overwrite is None else overwrite
         reader = VideoReader(src)
         try:
-            writer = VideoWriter(dst, reader, encoder=cfg.encoder, overwrite=overwrite)
+            writer = VideoWriter(dst, reader, encoder=cfg.encoder, overwrite=overwrite, format=format)
         except BaseException:
             reader.close()
             raise
@@ -630,3 +637,65 @@ class LatestFrameStages:
         if isinstance(exc, (VsrError, KeyboardInterrupt)):
             raise exc
         raise PipelineError(f"{self.stage} stage failed: {type(exc).__name__}: {exc}") from exc
+
+
+def overlapped_map(items: Iterable[Any], *stages: Callable[[Any], Any], depth: int = 4) -> Iterator[Any]:
+    """``stages`` applied in turn to every item, each stage in its own thread; results in order.
+
+    The generic form of :class:`Pipeline`'s machinery, for work that is not a file (the
+    Python API's ``Upscaler.stream``). Pulling from ``items`` runs in a thread as well, so a
+    decoder behind the iterable, every stage and the caller's own work on each result all
+    overlap; queues of ``depth`` items between them bound memory. With one thread per
+    stage, item ``i`` leaves in order and every stage sees the items in order.
+
+    The first exception in a stage, or from ``items``, stops every stage and is raised in
+    the caller's thread unchanged (like :func:`map`). Closing the generator early (``break``
+    out of the loop) stops the threads too; nothing starts before the first ``next()``.
+    """
+    if depth < 1:
+        raise ValueError(f"depth must be at least 1, got {depth}")
+    ctl = _Control()
+    queues: list[queue.Queue] = [queue.Queue(depth) for _ in range(len(stages) + 1)]
+
+    def feed() -> None:
+        for item in items:
+            ctl.put(queues[0], item)
+        ctl.put(queues[0], _END)
+
+    def work(fn: Callable[[Any], Any], src: queue.Queue, dst: queue.Queue) -> None:
+        while (item := ctl.get(src)) is not _END:
+            ctl.put(dst, fn(item))
+        ctl.put(dst, _END)
+
+    def guarded(name: str, body: Callable[..., None], *args: Any) -> threading.Thread:
+        def run() -> None:
+            try:
+                body(*args)
+            except _Stopped:
+                pass
+            except BaseException as exc:  # raised again in the caller's thread
+                ctl.fail(name, exc)
+
+        return threading.Thread(target=run, name=f"vsr-{name}", daemon=True)
+
+    threads = [guarded("map-feed", feed)] + [
+        guarded(f"map-stage{i}", work, fn, queues[i], queues[i + 1]) for i, fn in enumerate(stages)
+    ]
+    try:
+        for t in threads:
+            t.start()
+        while True:
+            try:
+                item = ctl.get(queues[-1])
+            except _Stopped:
+                break
+            if item is _END:
+                break
+            yield item
+        if ctl.error is not None:
+            raise ctl.error
+    finally:
+        ctl.stop.set()
+        for t in threads:
+            if t.ident is not None:
+                t.join(timeout=5)
