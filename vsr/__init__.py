@@ -19,6 +19,9 @@ from .errors import (
 )
 from . import ops
 from .models import ESPCN, ESPCNConfig, create_model, list_models, load_weights, register_model, save_weights
+from .api import Upscaler, upscale_video
+from .export import export_onnx
+from .pipeline import RunReport
 
 __all__ = [
     "ConfigError",
@@ -30,14 +33,18 @@ __all__ = [
     "ModelError",
     "OutputExistsError",
     "PipelineError",
+    "RunReport",
     "UnsupportedMediaError",
+    "Upscaler",
     "VsrError",
     "WeightsError",
     "__version__",
     "create_model",
+    "export_onnx",
     "list_models",
     "load_weights",
     "ops",
     "register_model",
     "save_weights",
+    "upscale_video",
 ]
