@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from fractions import Fraction
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,33 @@ def pattern(width: int, height: int, i: int) -> np.ndarray:
     return np.clip(np.stack([r, g, b], axis=-1), 0, 255).astype(np.uint8)
 
 
+# Subtitle cues every clip with subtitles holds: (start, duration) in milliseconds, text.
+SUBTITLE_CUES: list[tuple[int, int, str]] = [(100, 400, "hello"), (600, 300, "world")]
+
+_ASS_HEADER = """[Script Info]
+ScriptType: v4.00+
+PlayResX: 384
+PlayResY: 288
+
+[V4+ Styles]
+Format: Name, Fontname, Fontsize, PrimaryColour, SecondaryColour, OutlineColour, BackColour, Bold, Italic, \
+Underline, StrikeOut, ScaleX, ScaleY, Spacing, Angle, BorderStyle, Outline, Shadow, Alignment, MarginL, MarginR, \
+MarginV, Encoding
+Style: Default,Arial,16,&Hffffff,&Hffffff,&H0,&H0,0,0,0,0,100,100,0,0,1,1,0,2,10,10,10,0
+
+[Events]
+Format: Layer, Start, End, Style, Name, MarginL, MarginR, MarginV, Effect, Text
+"""  # (a backslash at a line end continues the line)
+
+
+def _subtitle_payload(codec: str, index: int, text: str) -> bytes:
+    if codec == "mov_text":
+        return struct.pack(">H", len(text.encode())) + text.encode()
+    if codec in ("ass", "ssa"):
+        return f"{index},0,Default,,0,0,0,,{text}".encode()
+    return text.encode()
+
+
 def make_clip(
     path: str | Path,
     *,
@@ -30,7 +58,7 @@ def make_clip(
     codec: str = "libx264",
     audio: dict[str, Any] | None = None,
     extra_audio: list[dict[str, Any]] | None = None,
-    subtitles: bool = False,
+    subtitles: bool | str = False,
     color_range: int | None = None,
     colorspace: int | None = None,
     color_primaries: int | None = None,
@@ -39,10 +67,14 @@ def make_clip(
     sample_aspect_ratio: Fraction | None = None,
     pts: list[int] | None = None,
     time_base: Fraction | None = None,
+    interlaced: bool = False,
 ) -> Path:
     """Write a clip; ``audio={"channels": 1, "rate": 44100}`` adds an AAC track of the same duration.
 
-    ``pts`` (in ``time_base``) makes variable frame rate clips.
+    Audio specs may also give ``layout`` ("5.1"), ``language`` and ``title``. ``pts`` (in
+    ``time_base``) makes variable frame rate clips. ``subtitles`` (True: the container's
+    usual text codec, or a codec name: subrip, ass, mov_text) adds a track with
+    :data:`SUBTITLE_CUES`. ``interlaced`` encodes top-field-first interlaced H.264.
     """
     path = Path(path)
     out = av.open(str(path), "w")
@@ -52,7 +84,10 @@ def make_clip(
     v.time_base = tb
     v.codec_context.time_base = tb
     if codec == "libx264":
-        v.codec_context.options = {"preset": "ultrafast", "crf": "18"}
+        v.codec_context.options = {"preset": "ultrafast", "crf": "18",
+                                   **({"x264-params": "interlaced=1:tff=1"} if interlaced else {})}
+    if interlaced:
+        v.codec_context.field_order = 2  # AV_FIELD_TT
     for attr, value in (("color_range", color_range), ("colorspace", colorspace),
                         ("color_primaries", color_primaries), ("color_trc", color_trc)):
         if value is not None:
@@ -65,10 +100,19 @@ def make_clip(
     for spec in ([audio] if audio else []) + list(extra_audio or []):
         a = out.add_stream("aac", rate=spec.get("rate", 44100))
         a.layout = spec.get("layout", "mono" if spec.get("channels", 1) == 1 else "stereo")
+        for key in ("language", "title"):
+            if key in spec:
+                a.metadata[key] = spec[key]
         audio_streams.append(a)
     sub = None
     if subtitles:
-        sub = out.add_stream("mov_text" if path.suffix in (".mp4", ".mov") else "subrip")
+        sub_codec = subtitles if isinstance(subtitles, str) else (
+            "mov_text" if path.suffix in (".mp4", ".mov") else "subrip")
+        sub = out.add_stream(sub_codec)
+        sub.codec_context.subtitle_header = _ASS_HEADER.encode()
+        if sub_codec == "ass":
+            sub.codec_context.extradata = _ASS_HEADER.encode()
+        sub.time_base = Fraction(1, 1000)
     step = 1 / float(rate)
     for i in range(frames):
         frame = av.VideoFrame.from_ndarray(pattern(width, height, i), format="rgb24")
@@ -101,8 +145,29 @@ def make_clip(
                 out.mux(packet)
         for packet in a.encode(None):
             out.mux(packet)
+    if sub is not None:
+        for index, (start, length, text) in enumerate(SUBTITLE_CUES):
+            packet = av.Packet(_subtitle_payload(sub.codec_context.name, index, text))
+            packet.stream, packet.time_base = sub, Fraction(1, 1000)
+            packet.pts = packet.dts = start
+            packet.duration = length
+            out.mux(packet)
     out.close()
     return path
+
+
+def stream_packets(path: str | Path, kind: str) -> list[list[tuple[float, float, bytes]]]:
+    """Per stream of ``kind`` (audio, subtitle): its non-empty packets as (start s, duration s, payload)."""
+    with av.open(str(path)) as c:
+        streams = [s for s in c.streams if s.type == kind]
+        out: list[list[tuple[float, float, bytes]]] = [[] for _ in streams]
+        index = {s.index: i for i, s in enumerate(streams)}
+        for packet in c.demux(streams):
+            if packet.size and packet.pts is not None:
+                tb = packet.time_base
+                out[index[packet.stream.index]].append(
+                    (float(packet.pts * tb), float((packet.duration or 0) * tb), bytes(packet)))
+        return out
 
 
 def probe(path: str | Path) -> dict[str, Any]:
