@@ -19,7 +19,7 @@ import torch.nn.functional as F
 from .config import load_config
 from .engine import LumaUpscaler, resolve_device, resolve_precision
 from .errors import ConfigError, UnsupportedMediaError
-from .media import frame_planes, native_format, new_frame, resize_plane
+from .media import frame_planes, native_format, new_frame, resize_plane, resolve_container_format
 from .models import create_model, list_models
 from .pipeline import Pipeline, Progress, RunReport, overlapped_map
 
@@ -185,7 +185,7 @@ class Upscaler:
             restore = frame.format.name
             odd = frame.width % 2 or frame.height % 2
             converted = frame.reformat(format="yuv444p" if frame.format.is_rgb or odd else "yuv420p")
-            converted.pts, converted.time_base = frame.pts, frame.time_base
+            _copy_frame_props(frame, converted)
             frame = converted
         planes = frame_planes(frame)
         y = planes[0]
@@ -286,4 +286,5 @@ def upscale_video(
     cfg = load_config(config, overrides)
     if os.fspath(src) == "-" and dst is None:
         raise ConfigError("src '-' (standard input) needs a dst")
+    resolve_container_format(format, dst if dst is not None else "")  # option errors before the model loads
     return Pipeline(cfg).run(os.fspath(src), dst, progress=progress, format=format)
