@@ -132,6 +132,7 @@ class VideoReader:
         self.lost_packets = 0
         self.frames_decoded = 0
         self.missing_frames = 0  # frames the container announces but the file does not hold (set at the end)
+        self._video_start: float | None = None  # time of the first decoded frame, seconds
         self._video_end: float | None = None  # end time of the last decoded frame, seconds
         self.rotation = 0  # display rotation in degrees, from the first frame's display matrix
         self._converted_from: str | None = None
@@ -159,12 +160,14 @@ class VideoReader:
         s = self.video
         cc = s.codec_context
         rate = s.average_rate or s.guessed_rate or None
-        duration = None
-        if s.duration is not None and s.time_base:
-            duration = float(s.duration * s.time_base)
-        elif _tag_seconds(s.metadata.get("DURATION")) is not None:  # Matroska writes the stream's own length here
-            duration = _tag_seconds(s.metadata.get("DURATION"))
-        elif self.container.duration:
+        # The video's own length: Matroska writes it in a DURATION tag (its demuxer may give the
+        # whole segment's length, subtitles and audio included, as the stream's duration).
+        own = _tag_seconds(s.metadata.get("DURATION"))
+        if own is None and s.duration is not None and s.time_base and "matroska" not in self.container.format.name:
+            own = float(s.duration * s.time_base)
+        self._own_duration = own
+        duration = own
+        if duration is None and self.container.duration:
             duration = self.container.duration / av.time_base
         frames = s.frames or (round(duration * float(rate)) if duration and rate else 0)
         pix_fmt = cc.pix_fmt or "unknown"
@@ -210,6 +213,8 @@ class VideoReader:
                             self.rotation = frame.rotation
                         self.frames_decoded += 1
                         if frame.pts is not None and frame.time_base:
+                            if self._video_start is None:
+                                self._video_start = float(frame.pts * frame.time_base)
                             self._video_end = float((frame.pts + (frame.duration or 0)) * frame.time_base)
                         yield self._planar(frame)
                 elif packet.dts is not None and packet.size:
@@ -227,10 +232,9 @@ class VideoReader:
         s, info = self.video, self.info
         if s.frames:
             return max(0, s.frames - self.frames_decoded)
-        if not (info.duration and info.frame_rate and self._video_end is not None):
+        if not (self._own_duration and info.frame_rate and self._video_end is not None):
             return 0
-        start = float(s.start_time * s.time_base) if s.start_time is not None and s.time_base else 0.0
-        gap = start + info.duration - self._video_end
+        gap = (self._video_start or 0.0) + self._own_duration - self._video_end
         return round(gap * float(info.frame_rate)) if gap * float(info.frame_rate) > 1.5 else 0
 
     def close(self) -> None:
@@ -597,6 +601,8 @@ class VideoWriter:
     def _mux_passthrough(self, packet: av.Packet) -> None:
         index = packet.stream.index
         if index in self._copies:
+            if packet.size == 2 and packet.stream.codec_context.name == "mov_text" and bytes(packet) == b"\0\0":
+                return  # an empty cue between two others: MP4 muxers write their own, so it would be doubled
             packet.stream = self._copies[index]
             self.container.mux(packet)
         elif index in self._reencode:
