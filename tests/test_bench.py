@@ -1,0 +1,102 @@
+"""vsr bench on a tiny case: it runs, and its JSON holds every figure with values consistent with each other."""
+
+from __future__ import annotations
+
+import json
+import statistics
+from pathlib import Path
+
+import pytest
+
+from vsr.bench import STAGE_KEYS, BenchCase, BenchOptions, run_bench
+from vsr.cli import main as vsr_main
+from vsr.errors import ConfigError
+from vsr.models import create_model
+
+
+def _check_case(c: dict, scale: int, size: tuple[int, int], frames: int) -> None:
+    assert c["input_size"] == list(size) and c["output_size"] == [size[0] * scale, size[1] * scale]
+    assert c["frames"] == frames and c["scale"] == scale
+    for key in STAGE_KEYS:
+        assert c[key] > 0, key
+        assert c[key] == pytest.approx(statistics.median(c["samples"][key])), key  # medians of the rounds
+    d, i, e = c["decode_fps"], c["infer_fps"], c["encode_fps"]
+    if c["device"] == "cpu":
+        assert c["bound_fps"] == pytest.approx(1 / (1 / d + 1 / i + 1 / e))
+    else:
+        assert c["bound_fps"] == pytest.approx(min(d, i, e))
+    assert c["bound_fps"] < min(d, i, e) or c["device"] != "cpu"
+    assert c["efficiency"] == pytest.approx(c["pipeline_fps"] / c["bound_fps"])
+    assert c["pipeline_vs_sequential"] == pytest.approx(c["pipeline_fps"] / c["sequential_fps"])
+    macs = create_model(c["model"], scale=scale, weights=None).config.macs_per_lr_pixel
+    assert c["gflop_per_frame"] == pytest.approx(2 * macs * size[0] * size[1] / 1e9)
+    assert c["infer_gflops"] == pytest.approx(c["gflop_per_frame"] * i)
+    assert c["matmul_gflops"] > 0
+    assert c["infer_vs_matmul"] == pytest.approx(c["infer_gflops"] / c["matmul_gflops"])
+    acc = c["accuracy"]
+    assert acc["max_abs_diff"] >= 0
+    assert acc["max_abs_diff"] == 0 or acc["psnr_vs_fp32_db"] > 40  # bf16 stays close to fp32
+    assert c["bicubic_fps"] > 0
+    if c["opencv_fps"] is not None:
+        assert c["infer_vs_opencv"] == pytest.approx(i / c["opencv_fps"])
+    else:
+        assert c["infer_vs_opencv"] is None
+
+
+def test_cli_bench_tiny_case_json(tmp_path: Path, capsys) -> None:
+    out = tmp_path / "bench.json"
+    code = vsr_main(["bench", "--size", "64x36", "--scale", "3", "--frames", "4", "--repeats", "2",
+                     "--weights", "random", "--device", "cpu", "--json", str(out), "-q"])
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "64x36 x3" in captured.out and "192x108" in captured.out and "machine:" in captured.out
+    result = json.loads(out.read_text())
+    m = result["machine"]
+    assert m["cores"] >= 1 and m["torch"] and "cpu_flags" in m and "gpu" in m
+    assert result["options"]["repeats"] == 2 and result["options"]["preset"] == "ultrafast"
+    (case,) = result["cases"]
+    assert case["weights"].startswith("random")
+    _check_case(case, 3, (64, 36), 4)
+
+
+def test_fp32_module_engine_matches_the_reference_exactly(tmp_path: Path) -> None:
+    options = BenchOptions(cases=(BenchCase(width=48, height=32, scale=2),), model="espcn-fast", weights="random",
+                           device="cpu", precision="fp32", frames=3, repeats=1, fused=False, peers=False)
+    result = run_bench(options)
+    (case,) = result["cases"]
+    assert (case["engine"], case["precision"]) == ("module", "fp32")
+    assert case["accuracy"] == {**case["accuracy"], "max_abs_diff": 0, "psnr_vs_fp32_db": None}
+    assert case["opencv_fps"] is None and "opencv" not in case
+    _check_case(case, 2, (48, 32), 3)
+
+
+def test_bench_on_a_file(tmp_path: Path) -> None:
+    from media_utils import make_clip
+
+    src = make_clip(tmp_path / "in.mp4", width=64, height=48, frames=6, audio={"channels": 1})
+    options = BenchOptions(cases=(BenchCase(input=str(src), scale=2),), model="espcn-fast", weights="random",
+                           device="cpu", frames=4, repeats=1, peers=False)
+    (case,) = run_bench(options)["cases"]
+    assert case["input"] == str(src)
+    _check_case(case, 2, (64, 48), 4)  # the first --frames frames of the file
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--size", "64by36"], "give WIDTHxHEIGHT"),
+    (["--size", "4x4"], "at least 8x8"),
+    (["--size", "64x36", "--frames", "1"], "--frames must be at least 2"),
+    (["--size", "64x36", "--weights", "nope.safetensors"], "no such file"),
+    (["--size", "64x36", "--model", "nope"], "unknown model"),
+    (["--input", "missing.mp4"], "no such file"),
+])
+def test_bad_options_are_one_line_errors(argv: list[str], message: str, capsys) -> None:
+    assert vsr_main(["bench", *argv, "-q"]) == 1
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_options_are_validated() -> None:
+    with pytest.raises(ConfigError):
+        BenchOptions(cases=())
+    with pytest.raises(ConfigError):
+        BenchCase(width=64, height=36, scale=5)
