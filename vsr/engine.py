@@ -85,9 +85,10 @@ class _FusedCpuNet:
     ``tanh`` as a separate pass and most of the rest in per-call weight reordering and
     float post-processing. Here the weights are reordered once into oneDNN's blocked
     layout, each convolution applies its activation as a post-op, ``1/max_value`` is
-    folded into the first layer and ``max_value`` into the last, so integer planes go in
-    and the last layer's output only needs clamping, rounding and the periodic shuffle,
-    which is written straight into the integer output. Same maths as the module.
+    folded into the first layer and ``max_value`` into the last (which also clamps to
+    ``[0, max_value]`` as a post-op), so integer planes go in and the last layer's output
+    only needs rounding and the periodic shuffle, which is written straight into the
+    integer output. Same maths as the module.
     """
 
     def __init__(self, model: ESPCN, dtype: torch.dtype) -> None:
@@ -97,7 +98,7 @@ class _FusedCpuNet:
         convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
         self._layers = [
             (m.weight.detach().float().cpu(), m.bias.detach().float().cpu(), list(m.padding),
-             act if i < len(convs) - 1 else "none")
+             act if i < len(convs) - 1 else "hardtanh")  # the last layer clamps to [0, max_value]
             for i, m in enumerate(convs)
         ]
         self._packed: dict[int, list[tuple[torch.Tensor, torch.Tensor, list[int], str]]] = {}
@@ -135,8 +136,9 @@ class _FusedCpuNet:
         r = self.scale
         y = planes.to(self.dtype).contiguous(memory_format=torch.channels_last)
         for weight, bias, pad, act in self._pack(max_value, list(planes.shape)):
-            y = torch.ops.mkldnn._convolution_pointwise(y, weight, bias, pad, [1, 1], [1, 1], 1, act, [None], "")
-        y = y.clamp_(0, max_value).round_()  # (N, r², h, w), channels_last: (N, h, w, r·r) in memory
+            scalars = [0.0, float(max_value)] if act == "hardtanh" else [None]
+            y = torch.ops.mkldnn._convolution_pointwise(y, weight, bias, pad, [1, 1], [1, 1], 1, act, scalars, "")
+        y = y.round_()  # (N, r², h, w), channels_last: (N, h, w, r·r) in memory
         out = torch.empty((n, 1, h * r, w * r), dtype=planes.dtype)
         # Periodic shuffle and integer conversion in one strided copy.
         out.view(n, h, r, w, r).copy_(y.permute(0, 2, 3, 1).reshape(n, h, w, r, r).permute(0, 1, 3, 2, 4))
