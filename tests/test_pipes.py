@@ -261,3 +261,25 @@ def test_ffmpeg_reads_what_vsr_writes_as_y4m_file(tmp_path: Path, nearest2: Path
                             "stream=width,height,pix_fmt,nb_read_frames", "-of", "csv=p=0", str(dst)],
                            capture_output=True, text=True, env={**os.environ, "LC_ALL": "C"})
     assert probe.stdout.strip() == "96,64,yuv422p,4"
+
+
+@pytest.mark.parametrize("which", ["stdin", "stdout"])
+def test_a_terminal_is_not_taken_for_a_stream(tmp_path: Path, which: str) -> None:
+    import pty
+
+    master, slave = pty.openpty()
+    try:
+        if which == "stdin":
+            r = subprocess.run(VSR + ["run", "-", "-o", str(tmp_path / "o.mkv")], stdin=slave, stdout=subprocess.PIPE,
+                               stderr=subprocess.PIPE, timeout=60)
+            err = r.stderr.decode()
+        else:
+            src = make_clip(tmp_path / "in.mkv", frames=2)
+            r = subprocess.run(VSR + ["run", str(src), "-o", "-", "-f", "y4m"], stdout=slave, stderr=subprocess.PIPE,
+                               timeout=60)
+            err = r.stderr.decode()
+    finally:
+        os.close(master)
+        os.close(slave)
+    lines = err.strip().splitlines()
+    assert r.returncode == 1 and len(lines) == 1 and "is a terminal here" in lines[0], err

@@ -42,7 +42,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                         "with several inputs or a folder: the output folder, created if missing")
     p.add_argument("-f", "--format", metavar="FMT",
                    help="output container: y4m, mkv, mp4, nut, webm, ... or any FFmpeg muxer "
-                        "(default: from the output's extension; mkv on standard output)")
+                        "(default: from the output's extension; mkv on standard output). "
+                        "y4m holds raw frames: no audio, and --codec/--crf/--preset do not apply")
     p.add_argument("--config", metavar="FILE", help="YAML configuration (default: built-in, as pipeline.yaml)")
     # Every option defaults to None: only what the user sets overrides the configuration.
     p.add_argument("--scale", type=int, choices=(2, 3, 4), help="upscaling factor")
@@ -142,6 +143,12 @@ def _run_one(args: argparse.Namespace, config: PipelineConfig, muxer: str | None
     elif args.output is None:
         raise ConfigError("input - (standard input) has no name to derive an output name from: "
                           "give -o FILE, or -o - -f y4m to write to standard output")
+    elif sys.stdin.isatty():
+        raise ConfigError("input - reads standard input, which is a terminal here: pipe a stream in, "
+                          "e.g. ffmpeg -i in.mkv -f yuv4mpegpipe - | vsr run - -o out.mkv")
+    if args.output == "-" and sys.stdout.isatty():
+        raise ConfigError("-o - writes video to standard output, which is a terminal here: "
+                          "pipe it on (| ffmpeg -i - out.mp4) or give -o FILE")
     output = args.output if args.output is not None else _default_output(src, config, muxer, None)
     pipeline = Pipeline(config)
     report = _run_file(pipeline, config, src, output, args.format)
