@@ -160,6 +160,8 @@ def stream_packets(path: str | Path, kind: str) -> list[list[tuple[float, float,
     """Per stream of ``kind`` (audio, subtitle): its non-empty packets as (start s, duration s, payload)."""
     with av.open(str(path)) as c:
         streams = [s for s in c.streams if s.type == kind]
+        if not streams:  # demux([]) would read every stream
+            return []
         out: list[list[tuple[float, float, bytes]]] = [[] for _ in streams]
         index = {s.index: i for i, s in enumerate(streams)}
         for packet in c.demux(streams):

@@ -76,11 +76,12 @@ class PipelineConfig:
     encoder: EncoderConfig = field(default_factory=EncoderConfig)
     output: OutputConfig = field(default_factory=OutputConfig)
     progress: Literal["auto", "always", "never"] = "auto"
+    resume_segment: int = 10  # seconds of video per segment of a resumable run (vsr run --resume)
 
     def __post_init__(self) -> None:
         if not _DEVICE_RE.match(self.device):
             raise ConfigError(f"device must be auto, cpu, cuda or cuda:N, got {self.device!r}")
-        for name, low in (("batch", 1), ("queue_depth", 1), ("tile", 0), ("threads", 0)):
+        for name, low in (("batch", 1), ("queue_depth", 1), ("tile", 0), ("threads", 0), ("resume_segment", 1)):
             if getattr(self, name) < low:
                 raise ConfigError(f"{name} must be an integer >= {low}, got {getattr(self, name)}")
         if 0 < self.tile < 16:

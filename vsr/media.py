@@ -133,6 +133,7 @@ class VideoReader:
         self.frames_decoded = 0
         self.missing_frames = 0  # frames the container announces but the file does not hold (set at the end)
         self._video_start: float | None = None  # time of the first decoded frame, seconds
+        self._start: Fraction | None = None  # see start_at()
         self._video_end: float | None = None  # end time of the last decoded frame, seconds
         self.rotation = 0  # display rotation in degrees, from the first frame's display matrix
         self._converted_from: str | None = None
@@ -211,6 +212,8 @@ class VideoReader:
                     for frame in frames:
                         if self.frames_decoded == 0:
                             self.rotation = frame.rotation
+                        if self._start is not None and _before(frame, self._start):
+                            continue
                         self.frames_decoded += 1
                         if frame.pts is not None and frame.time_base:
                             if self._video_start is None:
@@ -218,10 +221,26 @@ class VideoReader:
                             self._video_end = float((frame.pts + (frame.duration or 0)) * frame.time_base)
                         yield self._planar(frame)
                 elif packet.dts is not None and packet.size:
-                    yield packet
+                    if self._start is None or not _before(packet, self._start):
+                        yield packet
         except (av.FFmpegError, OSError) as exc:
             raise MediaError(f"{self.path}: cannot read past this point ({_one_line(exc)})") from None
-        self.missing_frames = self._shortfall()
+        if self._start is None:  # a run that started mid-way cannot count what the file lacks
+            self.missing_frames = self._shortfall()
+
+    def start_at(self, seconds: Fraction) -> None:
+        """Begin at the first video frame shown at or after ``seconds`` (to resume a job); call before iterating.
+
+        Seeks to a keyframe a second or more before it (so that copied streams' packets
+        stored near it are not missed), then skips what is shown earlier.
+        """
+        self._start = Fraction(seconds)
+        s = self.video
+        if seconds > 0 and s.time_base:
+            try:
+                self.container.seek(int((self._start - 1) / s.time_base), stream=s, backward=True)
+            except av.FFmpegError as exc:
+                raise MediaError(f"{self.path}: cannot seek to {float(seconds):.3f} s ({_one_line(exc)})") from None
 
     def _shortfall(self) -> int:
         """Frames the container announces beyond those decoded: a truncated file's loss.
@@ -245,6 +264,11 @@ class VideoReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _before(item: av.VideoFrame | av.Packet, seconds: Fraction) -> bool:
+    """Whether a frame or packet is shown before ``seconds`` (False when it has no timestamp)."""
+    return item.pts is not None and bool(item.time_base) and item.pts * item.time_base < seconds
 
 
 def _tag_seconds(value: str | None) -> float | None:
@@ -402,6 +426,7 @@ class VideoWriter:
         self._video: av.video.stream.VideoStream | None = None
         self._pending: list[av.Packet] = []
         self._format: str | None = None
+        self._copied_video = False  # video packets come encoded (write_encoded), not as frames
         self._closed = False
         self._to_stdout = self.path in ("-", "pipe:1")
         if self._to_stdout:
@@ -565,11 +590,7 @@ class VideoWriter:
         try:
             if isinstance(item, av.VideoFrame):
                 if self._video is None:
-                    self._video = self._open_video(item)
-                    self._add_passthrough_streams()  # after video, so that video is stream 0
-                    for packet in self._pending:
-                        self._mux_passthrough(packet)
-                    self._pending.clear()
+                    self._start_streams(self._open_video(item))
                 if self.y4m:
                     self._y4m_timing(item)
                 self.container.mux(self._video.encode(item))
@@ -578,6 +599,33 @@ class VideoWriter:
                 self._pending.append(item)
             else:
                 self._mux_passthrough(item)
+        except av.FFmpegError as exc:
+            raise EncodeError(f"{self.path}: cannot write ({_one_line(exc)})") from None
+        except OSError as exc:
+            raise EncodeError(f"{self.path}: cannot write ({exc.strerror or _one_line(exc)})") from None
+
+    def _start_streams(self, video: av.video.stream.VideoStream) -> None:
+        self._video = video
+        self._add_passthrough_streams()  # after video, so that video is stream 0
+        for packet in self._pending:
+            self._mux_passthrough(packet)
+        self._pending.clear()
+
+    def write_encoded(self, packet: av.Packet, template: av.video.stream.VideoStream) -> None:
+        """Mux an already encoded video packet (from :mod:`vsr.resume`'s segments) instead of a frame.
+
+        The first one makes the video stream a copy of ``template``'s parameters; don't mix
+        with :meth:`write` of frames.
+        """
+        try:
+            if self._video is None:
+                stream = self.container.add_stream_from_template(template)
+                stream.metadata.update(template.metadata)
+                self._copied_video = True
+                self._start_streams(stream)
+            packet.stream = self._video
+            self.container.mux(packet)
+            self.frames += 1
         except av.FFmpegError as exc:
             raise EncodeError(f"{self.path}: cannot write ({_one_line(exc)})") from None
         except OSError as exc:
@@ -618,7 +666,8 @@ class VideoWriter:
         try:
             if self._video is None:
                 raise EncodeError(f"{self._source_name}: no video frame could be decoded; nothing written")
-            self.container.mux(self._video.encode(None))
+            if not self._copied_video:
+                self.container.mux(self._video.encode(None))
             for out in self._reencode.values():
                 self.container.mux(out.encode(None))
             self.container.close()

@@ -328,8 +328,12 @@ class Pipeline:
         overwrite: bool | None = None,
         progress: Callable[[Progress], None] | None = None,
         format: str | None = None,
+        resume: bool = False,
     ) -> RunReport:
         """Upscale ``src`` into ``dst`` (default: ``output.pattern`` beside ``src``).
+
+        ``resume``: encode in segments kept beside ``dst`` until the end, and continue an
+        interrupted run of the same job from its last finished segment (:mod:`vsr.resume`).
 
         ``src`` and ``dst`` may be ``"-"``: standard input and output. ``format`` names the
         output container (``y4m``, ``mkv``, ``mp4``... or any FFmpeg muxer); None: from
@@ -340,7 +344,16 @@ class Pipeline:
         overwrite = cfg.output.overwrite if overwrite is None else overwrite
         reader = VideoReader(src)
         try:
-            writer = VideoWriter(dst, reader, encoder=cfg.encoder, overwrite=overwrite, format=format)
+            if resume:
+                from .resume import SegmentedWriter, run_settings
+
+                writer = SegmentedWriter(dst, reader, encoder=cfg.encoder, overwrite=overwrite, format=format,
+                                         settings=run_settings(cfg, str(self.device), self.precision),
+                                         segment_seconds=cfg.resume_segment)
+                if writer.start is not None:
+                    reader.start_at(writer.start)
+            else:
+                writer = VideoWriter(dst, reader, encoder=cfg.encoder, overwrite=overwrite, format=format)
         except BaseException:
             reader.close()
             raise

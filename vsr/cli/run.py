@@ -62,6 +62,9 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--report", metavar="FILE",
                    help="write a JSON report of the run (fps, stages, latency; per file and in total for a batch)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line")
+    p.add_argument("--resume", action="store_true",
+                   help="encode in segments kept beside the output until it is done, and continue an "
+                        "interrupted run of the same job from its last finished segment")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -151,7 +154,7 @@ def _run_one(args: argparse.Namespace, config: PipelineConfig, muxer: str | None
                           "pipe it on (| ffmpeg -i - out.mp4) or give -o FILE")
     output = args.output if args.output is not None else _default_output(src, config, muxer, None)
     pipeline = Pipeline(config)
-    report = _run_file(pipeline, config, src, output, args.format)
+    report = _run_file(pipeline, config, src, output, args.format, args.resume)
     if args.report:
         Path(args.report).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
     if config.progress != "never":
@@ -160,11 +163,11 @@ def _run_one(args: argparse.Namespace, config: PipelineConfig, muxer: str | None
 
 
 def _run_file(pipeline: Pipeline, config: PipelineConfig, src: str | Path, dst: str | Path,
-              format: str | None) -> RunReport:
+              format: str | None, resume: bool = False) -> RunReport:
     bar_on = config.progress == "always" or (config.progress == "auto" and sys.stderr.isatty())
     bar = ProgressBar(bar_on)
     try:
-        return pipeline.run(src, dst, progress=bar, format=format)
+        return pipeline.run(src, dst, progress=bar, format=format, resume=resume)
     finally:
         bar.finish()
 
@@ -254,7 +257,7 @@ def _run_batch(args: argparse.Namespace, config: PipelineConfig, muxer: str | No
         where = f"[{n}/{len(items)}]"
         if item.error is None:
             try:
-                item.report = _run_file(pipeline, config, item.src, item.dst, args.format)
+                item.report = _run_file(pipeline, config, item.src, item.dst, args.format, args.resume)
             except VsrError as exc:
                 item.error = str(exc)
             except Exception as exc:  # a bug, but one file's: the batch goes on
