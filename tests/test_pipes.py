@@ -288,3 +288,16 @@ def test_a_terminal_is_not_taken_for_a_stream(tmp_path: Path, which: str) -> Non
         os.close(slave)
     lines = err.strip().splitlines()
     assert r.returncode == 1 and len(lines) == 1 and "is a terminal here" in lines[0], err
+
+
+def test_a_format_y4m_cannot_hold_is_one_line_with_the_fix(tmp_path: Path, nearest2: Path, capsys) -> None:
+    from vsr.cli import main as vsr_main
+
+    src = make_clip(tmp_path / "in.mkv", width=32, height=16, frames=2, pix_fmt="yuv440p", codec="ffv1")
+    dst = tmp_path / "out.y4m"
+    assert vsr_main(["run", str(src), "-o", str(dst), *model_args(nearest2)]) == 1
+    lines = capsys.readouterr().err.strip().splitlines()
+    assert len(lines) == 1 and "yuv440p has no Y4M form; pass --pix-fmt yuv444p" in lines[0] and not dst.exists()
+    assert vsr_main(["run", str(src), "-o", str(dst), "--pix-fmt", "yuv444p", "-q", *model_args(nearest2)]) == 0
+    fields, frames = parse_y4m(dst.read_bytes())
+    assert fields["C"] == "444" and len(frames) == 2 and frames[0][1].shape == (32, 64)

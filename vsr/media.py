@@ -327,6 +327,12 @@ class SourceDescription:
 # Short names people type for ``--format``; anything else is an FFmpeg muxer name.
 _FORMAT_ALIASES = {"y4m": "yuv4mpegpipe", "mkv": "matroska", "ts": "mpegts", "m4v": "mp4"}
 _Y4M = "yuv4mpegpipe"
+# What FFmpeg's Y4M muxer writes (9- to 16-bit ones as 'unofficial' extensions that FFmpeg reads).
+_Y4M_FORMATS = frozenset(
+    ["gray", "gray10le", "gray12le", "gray16le", "yuv411p", "yuv420p", "yuv422p", "yuv444p", "yuvj420p",
+     "yuvj422p", "yuvj444p"]
+    + [f"yuv4{c}p{bits}le" for c in ("20", "22", "44") for bits in (9, 10, 12, 14, 16)]
+)
 
 
 def resolve_container_format(name: str | None, path: str | os.PathLike[str] = "") -> str | None:
@@ -533,6 +539,11 @@ class VideoWriter:
             raise UnsupportedMediaError(
                 f"{self._source_name}: pixel format {name} cannot be encoded by {self.video_codec} "
                 f"(it takes: {', '.join(accepted)}); set encoder.pix_fmt or encoder.codec"
+            )
+        if self.y4m and name not in _Y4M_FORMATS:
+            raise UnsupportedMediaError(
+                f"{self._source_name}: pixel format {name} has no Y4M form; pass --pix-fmt yuv444p "
+                "(or another of: " + ", ".join(sorted(_Y4M_FORMATS)[:8]) + ", ...) or another -f"
             )
         self._format = name
         return name
