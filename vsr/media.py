@@ -451,6 +451,8 @@ class VideoWriter:
             self.tmp = _temp_path(self.dest)
             target = str(self.tmp)
         self._sink: _Y4MHeaderAspect | None = None
+        self._y4m_start: Fraction | None = None  # the first frame's time, to tell a variable rate
+        self._y4m_noted = False
         fmt = resolve_container_format(format, self.path)
         if fmt is None and self.dest is not None and self.dest.suffix.lower() == ".y4m":
             fmt = _Y4M  # what FFmpeg would pick from the name; known here to write it as Y4M
@@ -645,12 +647,11 @@ class VideoWriter:
     def _y4m_timing(self, frame: av.VideoFrame) -> None:
         """Number frames one after another at the stream's rate; note once if the input's times differ."""
         rate = 1 / self._video.time_base
-        if frame.pts is not None and frame.time_base and "_y4m_t0" not in self.__dict__:
-            self._y4m_t0 = frame.pts * frame.time_base
-        t0 = self.__dict__.get("_y4m_t0")
-        if t0 is not None and frame.pts is not None and frame.time_base and not getattr(self, "_y4m_noted", False):
-            drift = abs(float(frame.pts * frame.time_base - t0 - self.frames / rate))
-            if drift > 0.5 / float(rate):
+        if frame.pts is not None and frame.time_base and not self._y4m_noted:
+            t = frame.pts * frame.time_base
+            if self._y4m_start is None:
+                self._y4m_start = t
+            if abs(float(t - self._y4m_start - self.frames / rate)) > 0.5 / float(rate):
                 self._y4m_noted = True
                 self._note(f"{self._source_name}: variable frame rate; Y4M holds one rate, so frames are "
                            f"written at {float(rate):.3f} fps from frame {self.frames} on")
