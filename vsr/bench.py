@@ -5,8 +5,9 @@ file), in one process and one run, with the same model, device, precision, threa
 and encoder as ``vsr run`` would use:
 
 - ``decode_fps``: :class:`vsr.media.VideoReader` alone, frames discarded;
-- ``infer_fps``: the pipeline's :class:`vsr.engine.LumaUpscaler` alone, luma planes
-  already in memory (on the device for CUDA);
+- ``infer_fps``: the pipeline's infer stage alone (luma planes out of decoded frames held
+  in memory, :class:`vsr.engine.LumaUpscaler` on them, batches, CPU workers or CUDA
+  streams as in a run), nothing decoded or encoded meanwhile;
 - ``encode_fps``: the pipeline's compose (bicubic chroma) + :class:`vsr.media.VideoWriter`
   alone, upscaled luma already in memory;
 - ``sequential_fps``: the naive loop, one frame at a time through decode, infer, encode;
@@ -34,6 +35,7 @@ import json
 import logging
 import os
 import platform
+import queue
 import statistics
 import subprocess
 import sys
@@ -53,7 +55,7 @@ from .engine import LumaUpscaler
 from .errors import ConfigError, MediaError
 from .media import VideoReader, VideoWriter, frame_planes, new_frame
 from .models import create_model, get_spec, save_weights, shipped_weights
-from .pipeline import Pipeline, _Job, _luma_tensor
+from .pipeline import _END, Pipeline, _Clock, _Control, _Job, _luma_tensor
 
 __all__ = ["BenchCase", "BenchOptions", "DEFAULT_CASES", "format_table", "machine_info", "run_bench"]
 
@@ -280,16 +282,22 @@ def _time_decode(path: Path) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def _time_infer(up: LumaUpscaler, lumas: list[torch.Tensor], max_value: int, batch: int) -> float:
-    batches = [torch.cat(lumas[i : i + batch]) for i in range(0, len(lumas), batch)]
-    if up.device.type == "cuda":
-        batches = [b.to(up.device) for b in batches]
-    _sync(up.device)
+def _time_infer(pipe: Pipeline, frames: list[av.VideoFrame]) -> float:
+    """The pipeline's infer stage alone (its batching, workers or CUDA streams) on frames held in memory."""
+    src: queue.Queue = queue.Queue()
+    out: queue.Queue = queue.Queue()
+    for i, frame in enumerate(frames):
+        src.put(_Job(i, frame, 0.0))
+    src.put(_END)
     t0 = time.perf_counter()
-    for b in batches:
-        up(b, max_value)
-    _sync(up.device)
-    return len(lumas) / (time.perf_counter() - t0)
+    pipe._infer(src, out, _Control(), _Clock())
+    seconds = time.perf_counter() - t0
+    done = [item for item in iter(out.get_nowait, _END)]
+    if len(done) != len(frames) or any(job.luma is None for job in done):  # pragma: no cover - a pipeline bug
+        raise RuntimeError("the infer stage lost frames")
+    for job in done:
+        job.luma = None
+    return len(frames) / seconds
 
 
 def _time_encode(pipe: Pipeline, clip: Path, dst: Path, frames: list[av.VideoFrame], upscaled: list[np.ndarray]) -> float:
@@ -440,12 +448,13 @@ def bench_case(case: BenchCase, options: BenchOptions, tmp: Path,
     }
     del reference
 
+    _time_infer(pipe, frames[:4])  # warm-up of the infer stage's workers
     samples: dict[str, list[float]] = {k: [] for k in STAGE_KEYS}
     peak_gpu_mb: float | None = None
     for r in range(options.repeats):
         say(f"{case.label}: round {r + 1}/{options.repeats}")
         samples["decode_fps"].append(_time_decode(clip))
-        samples["infer_fps"].append(_time_infer(up, lumas, max_value, options.batch))
+        samples["infer_fps"].append(_time_infer(pipe, frames))
         samples["encode_fps"].append(_time_encode(pipe, clip, tmp / "encode.mkv", frames, upscaled))
         samples["sequential_fps"].append(_time_sequential(pipe, clip, tmp / "sequential.mkv"))
         if pipe.device.type == "cuda":

@@ -25,6 +25,7 @@ import threading
 import time
 from array import array
 from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
@@ -185,6 +186,7 @@ class Pipeline:
         self.dtype = resolve_precision(config.precision, self.device)
         if self.device.type == "cpu" and config.threads:
             torch.set_num_threads(config.threads)
+        self.cpu_workers, self.cpu_worker_threads = _cpu_worker_split(config.threads or torch.get_num_threads())
         m = config.model
         model = create_model(m.name, scale=m.scale, weights=m.weights if m.weights else "shipped")
         self.upscaler = LumaUpscaler(model, device=self.device, dtype=self.dtype, tile=config.tile)
@@ -214,8 +216,19 @@ class Pipeline:
 
     def _infer(self, src: queue.Queue, out: queue.Queue, ctl: _Control, clock: _Clock) -> None:
         batch: list[_Job] = []
-        runner = _CudaRunner(self.upscaler, ctl, out, clock) if self.device.type == "cuda" else None
+        runner: _CudaRunner | _CpuRunner | None = None
+        if self.device.type == "cuda":
+            runner = _CudaRunner(self.upscaler, ctl, out, clock)
+        elif self.cpu_workers > 1:
+            runner = _CpuRunner(self, ctl, out, clock)
+        try:
+            self._infer_loop(src, out, ctl, clock, batch, runner)
+        finally:
+            if isinstance(runner, _CpuRunner):
+                runner.close()
 
+    def _infer_loop(self, src: queue.Queue, out: queue.Queue, ctl: _Control, clock: _Clock,
+                    batch: list[_Job], runner: _CudaRunner | _CpuRunner | None) -> None:
         def flush() -> None:
             if not batch:
                 return
@@ -244,6 +257,9 @@ class Pipeline:
                     flush()
             else:
                 flush()
+                if isinstance(runner, _CpuRunner):
+                    runner.passthrough(item)  # in order, without waiting for the batches before it
+                    continue
                 if runner is not None:
                     runner.drain()
                 ctl.put(out, item)
@@ -441,6 +457,76 @@ class Pipeline:
             lost_packets=reader.lost_packets,
             notes=tuple(notes),
         )
+
+
+def _cpu_worker_split(threads: int) -> tuple[int, int]:
+    """(workers, torch threads per worker) for CPU inference with ``threads`` threads in all.
+
+    Frames are upscaled in parallel, each by a worker with its own small OpenMP team,
+    rather than one frame at a time by all cores: OpenMP threads that meet at a barrier
+    while a decode or encode thread holds one of their cores stall the whole call (on a
+    busy 2-core VM, 2-thread calls ran 5x slower with the default spin-wait policy), and
+    single-threaded workers never wait for each other. Up to 4 workers; with more
+    cores, each worker gets a team of ``threads // workers``.
+    """
+    threads = max(1, threads)
+    workers = min(threads, 4)
+    return workers, max(1, threads // workers)
+
+
+class _CpuRunner:
+    """Upscales batches on worker threads (one OpenMP team each) and hands them on in demux order.
+
+    At most ``workers + 1`` batches are in flight, so every worker has the next batch
+    ready; items of copied streams wait in line behind the batches before them.
+    """
+
+    def __init__(self, pipeline: "Pipeline", ctl: _Control, out: queue.Queue, clock: _Clock) -> None:
+        self.pipeline = pipeline
+        self.ctl, self.out, self.clock = ctl, out, clock
+        self.workers = pipeline.cpu_workers
+        self.previous_threads = torch.get_num_threads()
+        self.pool = ThreadPoolExecutor(self.workers, thread_name_prefix="vsr-infer-worker",
+                                       initializer=torch.set_num_threads,
+                                       initargs=(pipeline.cpu_worker_threads,))
+        self.line: deque[tuple[Future | None, list[Any]]] = deque()
+        self.in_flight = 0
+
+    def _work(self, jobs: list[_Job]) -> float:
+        t0 = time.perf_counter()
+        self.pipeline._upscale_batch(jobs)
+        return time.perf_counter() - t0
+
+    def submit(self, jobs: list[_Job]) -> None:
+        self.line.append((self.pool.submit(self._work, jobs), jobs))
+        self.in_flight += 1
+        self._emit(limit=self.workers + 1)
+
+    def passthrough(self, item: Any) -> None:
+        self.line.append((None, [item]))
+        self._emit(limit=self.workers + 1)
+
+    def _emit(self, limit: int) -> None:
+        """Hand on what is finished, in order; wait for the oldest batch while more than ``limit`` are in flight."""
+        while self.line:
+            future, items = self.line[0]
+            if future is not None:
+                if not future.done() and self.in_flight <= limit:
+                    return
+                seconds = future.result()  # a worker's exception is raised here, in the infer stage
+                self.in_flight -= 1
+                self.clock.busy += seconds / self.workers  # core-seconds spread over the workers
+                self.clock.frames += len(items)
+            self.line.popleft()
+            for item in items:
+                self.ctl.put(self.out, item)
+
+    def drain(self) -> None:
+        self._emit(limit=0)
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(self.previous_threads)  # the workers' setting is process-wide
 
 
 class _CudaRunner:
