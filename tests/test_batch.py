@@ -83,6 +83,10 @@ def test_folder_input_writes_beside_each_file_and_skips_earlier_outputs(tmp_path
     assert code == 0 and "skipping 2 file(s) named like vsr outputs" in err
     assert sorted(p.name for p in folder.iterdir()) == ["a.mp4", "a_x2.mp4", "b.mkv", "b_x2.mkv", "notes.txt", "sub"]
     assert "2 of 2 file(s) upscaled" in err and len(count_model_loads) == 2  # one per command
+    # Outputs in another format (-f y4m: a_x2.y4m) are recognised too, on the run after.
+    for _ in range(2):
+        assert vsr_main(args(weights, str(folder), "-f", "y4m", "-y", "-q")) == 0, capsys.readouterr().err
+    assert sorted(p.name for p in folder.glob("*.y4m")) == ["a_x2.y4m", "b_x2.y4m"]
 
 
 def test_existing_output_fails_that_file_only(tmp_path: Path, random_weights, capsys) -> None:

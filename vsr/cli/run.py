@@ -188,7 +188,7 @@ class _Item:
                 "error": self.error}
 
 
-def _expand(inputs: list[str], config: PipelineConfig) -> tuple[list[_Item], list[_Item]]:
+def _expand(inputs: list[str], config: PipelineConfig, muxer: str | None) -> tuple[list[_Item], list[_Item]]:
     """Files to process (folders expanded, in name order) and inputs that already failed."""
     items: list[_Item] = []
     failed: list[_Item] = []
@@ -201,7 +201,7 @@ def _expand(inputs: list[str], config: PipelineConfig) -> tuple[list[_Item], lis
             files = sorted(p for p in path.iterdir()
                            if p.is_file() and p.suffix.lower() in VIDEO_SUFFIXES and not p.name.startswith("."))
             # Outputs of an earlier run beside their inputs (a_x3.mp4 next to a.mp4) are not inputs.
-            outputs = {default_output_path(p, config).name for p in files}
+            outputs = {_default_output(p, config, m, None).name for p in files for m in (None, muxer)}
             skipped = [p for p in files if p.name in outputs]
             if skipped:
                 log.info("%s: skipping %d file(s) named like vsr outputs of files beside them (%s)", path,
@@ -232,7 +232,7 @@ def _run_batch(args: argparse.Namespace, config: PipelineConfig, muxer: str | No
     folder = Path(args.output) if args.output is not None else None
     if folder is not None and folder.exists() and not folder.is_dir():
         raise ConfigError(f"-o {folder}: with several inputs or a folder, -o names a folder, and this is a file")
-    items, failed = _expand(args.inputs, config)
+    items, failed = _expand(args.inputs, config, muxer)
     if not items:
         if len(failed) == 1:
             raise MediaError(failed[0].error)
