@@ -6,12 +6,18 @@ import json
 import statistics
 from pathlib import Path
 
-import pytest
+import time
 
+import pytest
+import torch
+
+from conftest import cuda
 from vsr.bench import STAGE_KEYS, BenchCase, BenchOptions, run_bench
 from vsr.cli import main as vsr_main
-from vsr.errors import ConfigError
+from vsr.config import load_config
+from vsr.errors import ConfigError, PipelineError
 from vsr.models import create_model
+from vsr.pipeline import Pipeline
 
 
 def _check_case(c: dict, scale: int, size: tuple[int, int], frames: int) -> None:
@@ -100,3 +106,73 @@ def test_options_are_validated() -> None:
         BenchOptions(cases=())
     with pytest.raises(ConfigError):
         BenchCase(width=64, height=36, scale=5)
+
+
+@cuda
+def test_cuda_bench_uses_the_cuda_bound_and_reports_gpu_memory(tmp_path: Path) -> None:
+    options = BenchOptions(cases=(BenchCase(width=64, height=36, scale=2),), model="espcn-fast", weights="random",
+                           device="cuda", precision="fp16", frames=4, repeats=1, peers=False)
+    (case,) = run_bench(options)["cases"]
+    assert case["device"].startswith("cuda") and case["precision"] == "fp16"
+    assert case["bound_rule"].startswith("min")
+    assert case["peak_gpu_memory_mb"] > 0
+    _check_case(case, 2, (64, 36), 4)
+
+
+# -- the pipeline's CPU infer workers, which the bench's infer stage measures ------------------------
+def _pipeline(weights: Path, threads: int = 2) -> Pipeline:
+    return Pipeline(load_config(None, {"model.name": "espcn-fast", "model.scale": 2, "model.weights": str(weights),
+                                       "device": "cpu", "threads": threads, "encoder.preset": "ultrafast"}))
+
+
+def test_cpu_workers_keep_frames_and_packets_in_order(tmp_path: Path, random_weights) -> None:
+    from media_utils import make_clip, probe
+
+    src = make_clip(tmp_path / "in.mp4", width=64, height=48, frames=24, audio={"channels": 1})
+    pipe = _pipeline(random_weights("espcn-fast", 2))
+    assert (pipe.cpu_workers, pipe.cpu_worker_threads) == (2, 1)
+    threads_before = torch.get_num_threads()
+    order: list[int] = []
+    real = Pipeline._upscale_batch
+
+    def slow_on_even(self: Pipeline, jobs: list) -> None:  # even frames finish after the odd ones
+        if jobs[0].index % 2 == 0:
+            time.sleep(0.02)
+        real(self, jobs)
+
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setattr(Pipeline, "_upscale_batch", slow_on_even)
+        real_compose = Pipeline._compose
+
+        def spy(self: Pipeline, writer, job):  # type: ignore[no-untyped-def]
+            order.append(job.index)
+            return real_compose(self, writer, job)
+
+        mp.setattr(Pipeline, "_compose", spy)
+        report = pipe.run(src, tmp_path / "out.mp4")
+    assert order == list(range(24))
+    assert report.frames == 24 and probe(tmp_path / "out.mp4")["streams"] == ["video", "audio"]
+    assert torch.get_num_threads() == threads_before  # the workers' setting does not leak
+    # Same pixels as one frame at a time.
+    serial = _pipeline(random_weights("espcn-fast", 2), threads=1)
+    assert serial.cpu_workers == 1
+    serial.run(src, tmp_path / "serial.mp4")
+    assert probe(tmp_path / "serial.mp4")["frames"] == 24
+
+
+def test_a_worker_error_stops_the_run_and_leaves_no_output(tmp_path: Path, random_weights, monkeypatch) -> None:
+    from media_utils import make_clip
+
+    src = make_clip(tmp_path / "in.mp4", width=64, height=48, frames=12)
+    real = Pipeline._upscale_batch
+
+    def fail_at_five(self: Pipeline, jobs: list) -> None:
+        if jobs[0].index == 5:
+            raise RuntimeError("boom in a worker")
+        real(self, jobs)
+
+    monkeypatch.setattr(Pipeline, "_upscale_batch", fail_at_five)
+    with pytest.raises(PipelineError, match="infer stage failed: RuntimeError: boom in a worker"):
+        _pipeline(random_weights("espcn-fast", 2)).run(src, tmp_path / "out.mp4")
+    assert not (tmp_path / "out.mp4").exists()
+    assert [p.name for p in tmp_path.iterdir()] == ["in.mp4"]
