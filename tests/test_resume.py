@@ -204,3 +204,27 @@ def test_sigint_then_resume_on_the_command_line(tmp_path: Path, random_weights) 
     assert stream_packets(dst, "audio") == stream_packets(src, "audio")
     assert not work_folder(dst).exists()
     assert os.listdir(tmp_path) and leftovers(tmp_path) == []
+
+
+def test_interrupted_while_joining_only_joins_again(tmp_path: Path, random_weights, monkeypatch) -> None:
+    from vsr.resume import SegmentedWriter
+
+    src = make_clip(tmp_path / "in.mp4", frames=60, audio={"channels": 1})
+    p = pipeline(random_weights("espcn-fast", 2))
+    p.run(src, tmp_path / "plain.mp4")
+    dst = tmp_path / "out.mp4"
+    real_join = SegmentedWriter._join
+
+    def crash_while_joining(self: SegmentedWriter) -> None:
+        raise _Crash
+
+    monkeypatch.setattr(SegmentedWriter, "_join", crash_while_joining)
+    with pytest.raises(PipelineError, match="_Crash"):
+        p.run(src, dst, resume=True)
+    assert not dst.exists() and leftovers(tmp_path) == []
+    assert sum(s["frames"] for s in manifest(dst)["segments"]) == 60  # every segment finished
+    monkeypatch.setattr(SegmentedWriter, "_join", real_join)
+    report = p.run(src, dst, resume=True)
+    assert report.frames == 0  # nothing upscaled again
+    assert_same_result(tmp_path / "plain.mp4", dst)
+    assert not work_folder(dst).exists()
