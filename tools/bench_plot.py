@@ -39,9 +39,13 @@ from vsr.models import create_model, shipped_weights  # noqa: E402
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16}
 
 
+WEIGHTS: dict[str, str] = {}  # model name -> weights file (--weights), instead of the shipped ones
+
+
 def engine_upscaler(name: str, scale: int, precision: str, fused: bool):
     """An evaluate() upscaler running vsr's engine as the pipeline does: 8-bit luma in, 8-bit luma out."""
-    up = LumaUpscaler(create_model(name, scale=scale), device="cpu", dtype=_DTYPES[precision], fused=fused)
+    model = create_model(name, scale=scale, weights=WEIGHTS.get(name, "shipped"))
+    up = LumaUpscaler(model, device="cpu", dtype=_DTYPES[precision], fused=fused)
 
     def run(lr_y: np.ndarray) -> np.ndarray:
         y8 = torch.from_numpy(np.round(np.clip(lr_y, 0, 1) * 255).astype(np.uint8))[None, None]
@@ -66,13 +70,14 @@ def collect(bench_files: list[Path], label: str, set5: Path, scale: int) -> list
             if case.get(key):
                 peer_speed.setdefault(key, case[key])
         name, precision, fused = case["model"], case["precision"], case["engine"] == "fused"
-        if shipped_weights(name, scale) is None:
+        if name not in WEIGHTS and shipped_weights(name, scale) is None:
             print(f"vsr {name}: no shipped x{scale} weights; left out of the plot", file=sys.stderr)
             continue
         psnr = evaluate(engine_upscaler(name, scale, precision, fused), set5, scale).psnr
         psnr_fp32 = evaluate(engine_upscaler(name, scale, "fp32", False), set5, scale).psnr
         points.append({
             "label": f"vsr {name} ({precision}, {'fused' if fused else 'module'})", "fps": case["infer_fps"],
+            "weights": WEIGHTS.get(name, "shipped"),
             "pipeline_fps": case["pipeline_fps"], "psnr": psnr, "psnr_fp32_module": psnr_fp32,
             "psnr_delta_vs_fp32": psnr - psnr_fp32, "source": str(path),
         })
@@ -155,7 +160,12 @@ def main() -> int:
     ap.add_argument("--set5", type=Path, default=SHARED / "benchmark" / "Set5")
     ap.add_argument("--out", type=Path, default=REPO / "docs" / "quality_speed_x3.png")
     ap.add_argument("--json", type=Path, help="write the points as JSON")
+    ap.add_argument("--weights", action="append", default=[], metavar="MODEL=FILE",
+                    help="weights for a model instead of the shipped ones (repeatable)")
     args = ap.parse_args()
+    for item in args.weights:
+        name, _, path = item.partition("=")
+        WEIGHTS[name] = path
     scale = int(args.case.rsplit("x", 1)[1])
     points = collect(args.bench, args.case, args.set5, scale)
     if not points:
