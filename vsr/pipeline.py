@@ -398,7 +398,7 @@ class Pipeline:
                              name="vsr-infer", daemon=True),
             threading.Thread(
                 target=guard("encode", self._encode, writer, q_upscaled, ctl, clocks["encode"], latencies,
-                             progress, reader.info.frames, t_start),
+                             progress, max(0, reader.info.frames - getattr(writer, "kept_frames", 0)), t_start),
                 name="vsr-encode", daemon=True),
         ]
         try:
