@@ -498,7 +498,7 @@ def bench_case(case: BenchCase, options: BenchOptions, tmp: Path,
     result["opencv_fps"] = None
     if options.peers and max_value == 255:
         say(f"{case.label}: OpenCV peer")
-        peer = _opencv_fps(options, case.scale, luma_np[: min(len(luma_np), 16)], tmp)
+        peer = _opencv_fps(options, case.scale, luma_np[: min(len(luma_np), 8)], tmp)
         result["opencv"] = peer
         result["opencv_fps"] = peer.get("fps")
     result["infer_vs_opencv"] = i / result["opencv_fps"] if result["opencv_fps"] else None
