@@ -18,7 +18,6 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import platform
 import subprocess
 import sys
 import tempfile
@@ -32,6 +31,7 @@ import numpy as np
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from vsr.bench import machine_info  # noqa: E402
 from vsr.media import new_frame  # noqa: E402
 from vsr.models import create_model, save_weights, shipped_weights  # noqa: E402
 
@@ -88,6 +88,7 @@ def main() -> int:
     ap.add_argument("--long", type=float, default=600.0, help="seconds of the long input")
     ap.add_argument("--json", metavar="FILE")
     opts = ap.parse_args()
+    started = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     with tempfile.TemporaryDirectory(prefix="vsr-mem-") as tmp_dir:
         tmp = Path(tmp_dir)
         weights = shipped_weights(opts.model, opts.scale)
@@ -107,7 +108,7 @@ def main() -> int:
     if opts.json:
         Path(opts.json).write_text(json.dumps({
             "rows": rows, "ratio": ratio, "model": opts.model, "scale": opts.scale, "input_size": [160, 90],
-            "machine": {"cpu": platform.processor(), "cores": os.cpu_count(), "python": platform.python_version()},
+            "machine": machine_info(), "started_utc": started,
         }, indent=2) + "\n")
     return 0
 
