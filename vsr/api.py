@@ -213,10 +213,10 @@ class Upscaler:
             out = rgb.mul(255.0).round_().to(torch.uint8) if src.dtype == torch.uint8 else rgb.to(src.dtype)
             out = out.to(src.device)
             return out if src.ndim == 4 else out[0]
-        array = rgb[0].mul(255.0).round_().to(torch.uint8).permute(1, 2, 0).cpu().numpy()
+        array = rgb[0].mul(255.0).round_().to(torch.uint8).permute(1, 2, 0).contiguous().cpu().numpy()
         if work.kind == "rgb-numpy":
-            return np.ascontiguousarray(array)
-        frame = av.VideoFrame.from_ndarray(np.ascontiguousarray(array), format="rgb24")
+            return array
+        frame = av.VideoFrame.from_ndarray(array, format="rgb24")
         _copy_frame_props(work.source, frame)
         return frame
 
