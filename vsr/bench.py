@@ -32,7 +32,6 @@ stage once, in turn); bound and efficiency are computed from those medians.
 from __future__ import annotations
 
 import json
-import logging
 import os
 import platform
 import queue
@@ -58,8 +57,6 @@ from .models import create_model, get_spec, save_weights, shipped_weights
 from .pipeline import _END, Pipeline, _Clock, _Control, _Job, _luma_tensor
 
 __all__ = ["BenchCase", "BenchOptions", "DEFAULT_CASES", "format_table", "machine_info", "run_bench"]
-
-log = logging.getLogger("vsr")
 
 STAGE_KEYS = ("decode_fps", "infer_fps", "encode_fps", "sequential_fps", "pipeline_fps")
 
