@@ -301,3 +301,21 @@ def test_a_format_y4m_cannot_hold_is_one_line_with_the_fix(tmp_path: Path, neare
     assert vsr_main(["run", str(src), "-o", str(dst), "--pix-fmt", "yuv444p", "-q", *model_args(nearest2)]) == 0
     fields, frames = parse_y4m(dst.read_bytes())
     assert fields["C"] == "444" and len(frames) == 2 and frames[0][1].shape == (32, 64)
+
+
+def test_y4m_on_stdin_to_a_file_keeps_rate_aspect_and_range(tmp_path: Path, nearest2: Path) -> None:
+    data = make_y4m(random_frames(4, 32, 24), rate="24000:1001", aspect="10:11", extra=" XCOLORRANGE=FULL")
+    dst = tmp_path / "out.mkv"
+    # libx264: the aspect travels in the bitstream too. (PyAV cannot set the AVStream's aspect that
+    # Matroska's muxer reads, so codecs without one in their bitstream, such as ffv1, lose it there.)
+    r = subprocess.run(VSR + ["run", "-", "-o", str(dst), "--preset", "ultrafast", *model_args(nearest2)], input=data,
+                       capture_output=True, timeout=120)
+    assert r.returncode == 0, r.stderr.decode()
+    assert r.stdout == b""
+    with av.open(str(dst)) as c:
+        v = c.streams.video[0]
+        assert (v.codec_context.width, v.codec_context.height) == (64, 48)
+        assert v.average_rate == Fraction(24000, 1001) and v.sample_aspect_ratio == Fraction(10, 11)
+        frames = list(c.decode(v))
+    assert len(frames) == 4 and frames[0].color_range == 2  # full range, as XCOLORRANGE=FULL said
+    assert [float(f.pts * f.time_base) for f in frames] == pytest.approx([i * 1001 / 24000 for i in range(4)], abs=1e-3)
