@@ -134,7 +134,9 @@ class Upscaler:
         """``self(frame)`` for each frame, in order, with reading, preparing, the network and
         finishing overlapped in threads (see :func:`vsr.pipeline.overlapped_map`).
 
-        Results equal those of ``self(frame)``. Frames may mix kinds and sizes.
+        Results equal those of ``self(frame)``. Frames may mix kinds and sizes. Up to a few
+        ``queue_depth`` frames are read ahead of the one being returned, so an iterable that
+        refills one buffer in place (some camera APIs) must yield copies.
         """
         return overlapped_map(frames, self._prepare, self._infer, self._finish, depth=self.queue_depth)
 
