@@ -13,7 +13,7 @@ import torch
 
 from ..config import PipelineConfig, load_config
 from ..engine import LumaUpscaler, resolve_device, resolve_precision
-from ..errors import ConfigError
+from ..errors import ConfigError, OutputExistsError
 from ..live import VIEWS, LiveOptions, LiveReport, LiveUpscaler, Recorder, WindowDisplay, open_source, run_live
 from ..live.display import xcb_clash
 from ..models import create_model
@@ -66,6 +66,8 @@ def _check_outputs(args: argparse.Namespace) -> None:
             raise ConfigError(f"{flag} {value}: is a directory; give a file name")
         if not path.parent.is_dir():
             raise ConfigError(f"{flag} {value}: folder {str(path.parent)!r} does not exist")
+    if args.record is not None and Path(args.record).exists() and not args.overwrite:
+        raise OutputExistsError(f"{args.record} exists; pass -y/--overwrite to replace it")
     if args.snapshot is not None and not cv2.haveImageWriter(args.snapshot):
         raise ConfigError(f"--snapshot {args.snapshot}: unknown image type; use a .png file name")
 
