@@ -479,6 +479,7 @@ def bench_case(case: BenchCase, options: BenchOptions, tmp: Path,
         "precision": pipe.precision,
         "engine": "fused" if up.fused else "module",
         "batch": options.batch,
+        "cpu_workers": None if cuda else [pipe.cpu_workers, pipe.cpu_worker_threads],  # workers, threads each
         **med,
         "bound_fps": bound,
         "bound_rule": "min(decode, infer, encode)" if cuda else "1/(1/decode + 1/infer + 1/encode)",
