@@ -20,7 +20,7 @@ from ..errors import VsrError
 
 # (sub-command, module, one-line help)
 COMMANDS: tuple[tuple[str, str, str], ...] = (
-    ("run", "run", "upscale a video file (decode, ESPCN, encode, streaming)"),
+    ("run", "run", "upscale video files, folders or a stdin stream (decode, ESPCN, encode, streaming)"),
     ("live", "live", "live preview: a camera, file or URL upscaled on the fly beside bicubic"),
     ("eval", "eval", "measure PSNR/SSIM on an image set under the published protocol"),
     ("train", "train", "train ESPCN weights from image folders"),
