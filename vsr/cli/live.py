@@ -100,7 +100,7 @@ def _restart_with_cv2_first() -> None:
     Only for the ``vsr`` command itself (not a ``main([...])`` call from Python), once.
     """
     launched = os.path.basename(sys.argv[0]) in ("vsr", "__main__.py") and "live" in sys.argv[1:]
-    if xcb_clash() and launched and not os.environ.get("VSR_LIVE_RESTARTED"):
+    if launched and os.environ.get("DISPLAY") and not os.environ.get("VSR_LIVE_RESTARTED") and xcb_clash():
         os.environ["VSR_LIVE_RESTARTED"] = "1"
         sys.stdout.flush()
         sys.stderr.flush()
