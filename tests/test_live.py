@@ -341,3 +341,48 @@ def test_window_under_xvfb(tmp_path: Path, random_weights) -> None:
     assert min(errors) == 0
     info = probe(rec)
     assert (info["width"], info["height"]) == (rw, rh) and info["frames"] >= 30
+
+
+_INTERACT = """
+"$@" &
+pid=$!
+for i in $(seq 1 600); do xdotool search --name "vsr live" >/dev/null 2>&1 && break; sleep 0.1; done
+sleep 2
+xdotool mousemove 5 5 click 1; sleep 0.5  # focus: Xvfb runs no window manager
+xdotool key v; sleep 1  # split view
+xdotool mousemove {x0} 20 mousedown 1 mousemove {x1} 30 mousemove {x2} 30 mouseup 1; sleep 1
+xdotool key Right; sleep 1
+xdotool key s; sleep 1
+xdotool key r; sleep 2; xdotool key r; sleep 1
+xdotool key q
+wait $pid
+"""
+
+
+@pytest.mark.skipif(shutil.which("xvfb-run") is None or shutil.which("xdotool") is None,
+                    reason="needs xvfb-run and xdotool (Debian packages xvfb, xdotool)")
+def test_keys_and_mouse_in_the_window(tmp_path: Path, random_weights) -> None:
+    """Real key presses and a mouse drag through OpenCV's own window: view, split line, snapshot, recording."""
+    w, h, scale = 96, 72, 2
+    clip = make_clip(tmp_path / "in.mp4", width=w, height=h, frames=48, rate=24)
+    report_file = tmp_path / "report.json"
+    script = tmp_path / "interact.sh"
+    script.write_text(_INTERACT.format(x0=w, x1=w + 20, x2=60))
+    cmd = ["xvfb-run", "-a", "bash", str(script), sys.executable, "-m", "vsr", "live", "--source", str(clip),
+           "--loop", "--report", str(report_file), "--weights", str(random_weights("espcn-fast", scale)),
+           "--model", "espcn-fast", "--scale", str(scale), "--device", "cpu"]
+    env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "VSR_LIVE_RESTARTED")}
+    env["PYTHONPATH"] = os.pathsep.join([str(REPO), env.get("PYTHONPATH", "")])
+    run = subprocess.run(cmd, capture_output=True, text=True, timeout=300, cwd=tmp_path, env=env)
+    assert run.returncode == 0, run.stderr[-2000:]
+    report = json.loads(report_file.read_text())
+    assert report["ended_by"] == "quit"
+    (snapshot,) = tmp_path.glob("vsr-live-*.png")
+    shot = cv2.imread(str(snapshot))
+    rw = w * scale
+    assert shot.shape[1] == rw  # the split view: one picture wide
+    line = np.where(np.abs(shot[h].astype(int) - (80, 200, 255)).sum(axis=1) < 10)[0]  # the split line
+    assert abs(line.max() - (60 + round(0.05 * rw))) <= 2  # dragged to x=60, then one step right
+    (recording,) = report["recordings"]
+    info = probe(tmp_path / recording)
+    assert (info["width"], info["height"]) == (rw, h * scale) and info["frames"] == report["recorded_frames"] > 0
