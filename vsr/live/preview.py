@@ -326,6 +326,7 @@ def run_live(
                         ended_by = "max-frames"
                         break
     finally:
+        elapsed = time.perf_counter() - t_start
         stopped = stages.stop()
         if stopped:
             source.close()
@@ -338,7 +339,6 @@ def run_live(
         if options.snapshot is not None and image is not None:
             save_image(options.snapshot, image)
     stages.raise_error()
-    elapsed = time.perf_counter() - t_start
     return LiveReport(
         shown=shown,
         captured=captured.offered,
