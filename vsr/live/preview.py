@@ -313,7 +313,7 @@ def run_live(
                     capture_fps=capture_fps, infer_fps=infer_fps, display_fps=display_fps,
                     infer_ms=1000 * float(np.median(infer_times or [0.0])),
                     latency_ms=latencies[-1] if latencies else 0.0,
-                    dropped=captured.dropped + upscaled.dropped, shown=shown,
+                    dropped=captured.dropped + upscaled.dropped, shown=shown + (item is not None),
                     recording=recorder.active.name if recorder and recorder.active else None)
                 t_status, changed = now, True
             if last is not None and changed:
