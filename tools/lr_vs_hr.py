@@ -446,7 +446,8 @@ def draw_plot(results: dict[str, Any], path: Path) -> None:
         cv2.putText(img, "training step", (x0 + pw // 2 - 30, ph - 12), font, 0.45, (0, 0, 0), 1, cv2.LINE_AA)
         for i, k in enumerate(("lr", "hr")):
             label = f"{k.upper()} net ({res[k]['params']} params)"
-            cv2.putText(img, label, (x0 + ml + 10, ph - mb - 30 + 16 * i), font, 0.45, colours[k], 1, cv2.LINE_AA)
+            cv2.putText(img, label, (x0 + pw - mr - 215, ph - mb - 30 + 16 * i), font, 0.45, colours[k], 1,
+                        cv2.LINE_AA)
     cv2.imwrite(str(path), img)
 
 
