@@ -4,6 +4,10 @@ The public surface is what ``__all__`` lists; everything in modules whose name
 starts with an underscore, or not re-exported here, may change without notice.
 """
 
+# OpenCV before PyAV: both wheels bundle libxcb-shape/-shm/-xfixes under the same names, and
+# when PyAV's copies load first OpenCV's first window hangs (see vsr.live.display.xcb_clash).
+import cv2  # noqa: F401  isort: skip
+
 from ._version import __version__
 from .errors import (
     ConfigError,

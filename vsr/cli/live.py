@@ -5,7 +5,6 @@ from __future__ import annotations
 import argparse
 import dataclasses
 import json
-import os
 import sys
 from pathlib import Path
 
@@ -15,7 +14,6 @@ from ..config import PipelineConfig, load_config
 from ..engine import LumaUpscaler, resolve_device, resolve_precision
 from ..errors import ConfigError, OutputExistsError
 from ..live import VIEWS, LiveOptions, LiveReport, LiveUpscaler, Recorder, WindowDisplay, open_source, run_live
-from ..live.display import xcb_clash
 from ..models import create_model
 
 KEYS = "keys: q/Esc quit, space pause, v view, [ ] or drag: split line, t/click: toggle, s snapshot, r record"
@@ -91,24 +89,7 @@ def summary(report: LiveReport) -> str:
             f"p95 {report.latency_ms['p95']:.0f} ms{rec}")
 
 
-_REEXEC = "import cv2, sys; from vsr.cli import main; sys.exit(main(sys.argv[1:]))"
-
-
-def _restart_with_cv2_first() -> None:
-    """Start this command over in a process that loads OpenCV before PyAV (see ``xcb_clash``).
-
-    Only for the ``vsr`` command itself (not a ``main([...])`` call from Python), once.
-    """
-    launched = os.path.basename(sys.argv[0]) in ("vsr", "__main__.py") and "live" in sys.argv[1:]
-    if launched and os.environ.get("DISPLAY") and not os.environ.get("VSR_LIVE_RESTARTED") and xcb_clash():
-        os.environ["VSR_LIVE_RESTARTED"] = "1"
-        sys.stdout.flush()
-        sys.stderr.flush()
-        os.execv(sys.executable, [sys.executable, "-c", _REEXEC, *sys.argv[1:]])
-
-
 def main(args: argparse.Namespace) -> int:
-    _restart_with_cv2_first()
     config = _config(args)
     _check_outputs(args)
     source = open_source(args.source, loop=args.loop)  # the more basic errors first: source, display, model
