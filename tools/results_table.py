@@ -78,12 +78,47 @@ def build_rows(scales: list[int], fps: bool, threads: int) -> list[tuple[int, st
     return rows
 
 
+def _stages(meta: dict[str, Any]) -> list[dict[str, Any]]:
+    """The training stages recorded in a shipped file, oldest first (init_metadata nests)."""
+    stages = []
+    while meta:
+        stages.append(meta)
+        meta = meta.get("init_metadata") or {}
+    return stages[::-1]
+
+
+def training_table() -> None:
+    """How each shipped file was trained, from its own metadata (tools/ship_weights.py records the stages)."""
+    from vsr.models import read_weights
+
+    print("| file | stage | steps | wall time | Set5 at the end | command |")
+    print("|---|---|---|---|---|---|")
+    for name in ("espcn", "espcn-fast"):
+        for scale in (2, 3, 4):
+            path = shipped_weights(name, scale)
+            if path is None:
+                continue
+            _, meta = read_weights(path)
+            stages = _stages(meta)
+            for i, st in enumerate(stages, 1):
+                psnr = st.get("val_set5_psnr") or st.get("val_set5_psnr_step10000")
+                note = " (stopped early)" if st.get("unfinished") else ""
+                print(f"| {path.name} | {i}/{len(stages)}{note} | {st.get('steps')} | "
+                      f"{st.get('wall_seconds', 0) / 60:.0f} min | {f'{psnr:.2f} dB' if psnr else '-'} | "
+                      f"`{st.get('command', '?')}` |")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--scale", type=int, action="append", choices=(2, 3, 4), help="default: 2, 3, 4")
     parser.add_argument("--fps", action="store_true", help="also time one 640x360 luma frame per model")
     parser.add_argument("--threads", type=int, default=2, help="torch/OpenCV threads for --fps (default 2)")
+    parser.add_argument("--training", action="store_true",
+                        help="print how each shipped file was trained (from its metadata) instead")
     args = parser.parse_args(argv)
+    if args.training:
+        training_table()
+        return 0
     torch.set_num_threads(args.threads)
     rows = build_rows(args.scale or [2, 3, 4], args.fps, args.threads)
     print("| scale | method | Set5 PSNR / SSIM | Set14 PSNR / SSIM |" + (" fps, 640x360 in |" if args.fps else ""))
