@@ -431,7 +431,9 @@ def draw_plot(results: dict[str, Any], path: Path) -> None:
         for f in (0.0, 0.25, 0.5, 0.75, 1.0):
             xx, _ = to_px(f * x_hi, y_lo)
             cv2.line(img, (xx, ph - mb), (xx, ph - mb + 4), (0, 0, 0), 1)
-            cv2.putText(img, f"{int(f * x_hi)}", (xx - 12, ph - mb + 18), font, 0.4, (0, 0, 0), 1, cv2.LINE_AA)
+            label = f"{int(f * x_hi)}"
+            cv2.putText(img, label, (xx - 4 * len(label) * (2 if f == 1.0 else 1), ph - mb + 18), font, 0.4,
+                        (0, 0, 0), 1, cv2.LINE_AA)
         if bic:
             _, yy = to_px(0, bic)
             cv2.line(img, (x0 + ml, yy), (x0 + pw - mr, yy), (150, 150, 150), 1, cv2.LINE_AA)
