@@ -135,6 +135,7 @@ def draw(points: list[dict[str, Any]], out: Path, title: str) -> None:
     cv2.putText(img, "30 fps", (x30 + 4, top + 14), font, 0.5, (0, 0, 220), 1, cv2.LINE_AA)
     cv2.rectangle(img, (left, top), (w - right, h - bottom), black, 1)
     colours = [(200, 80, 0), (0, 140, 0), (150, 0, 150), (0, 120, 220), (80, 80, 80), (0, 0, 200)]
+    placed: list[tuple[int, int, int]] = []
     for i, p in enumerate(points):
         x, y = xy(p["fps"], p["psnr"])
         c = colours[i % len(colours)]
@@ -142,7 +143,11 @@ def draw(points: list[dict[str, Any]], out: Path, title: str) -> None:
         text = f"{p['label']}: {p['psnr']:.2f} dB, {p['fps']:.1f} fps"
         size = cv2.getTextSize(text, font, 0.48, 1)[0][0]
         tx = x + 10 if x + 10 + size < w - right else x - 10 - size
-        cv2.putText(img, text, (tx, y - 8), font, 0.48, c, 1, cv2.LINE_AA)
+        ty = y - 8
+        while any(tx < r[2] and r[0] < tx + size and abs(ty - r[1]) < 16 for r in placed):
+            ty += 18  # below a label already there
+        placed.append((tx, ty, tx + size))
+        cv2.putText(img, text, (tx, ty), font, 0.48, c, 1, cv2.LINE_AA)
     cv2.putText(img, title, (left, 36), font, 0.62, black, 1, cv2.LINE_AA)
     cv2.putText(img, "infer-stage frames per second (log scale), this machine's CPU", (left + 180, h - 22),
                 font, 0.55, black, 1, cv2.LINE_AA)
