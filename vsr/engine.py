@@ -10,14 +10,17 @@ from __future__ import annotations
 import functools
 import logging
 from dataclasses import dataclass
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
 
 import torch
 
 from .errors import DeviceError
-from .models import ESPCN
+from .models import ESPCN, create_model
 
-__all__ = ["LumaUpscaler", "cpu_has_native_bf16", "resolve_device", "resolve_precision"]
+if TYPE_CHECKING:
+    from .config import PipelineConfig
+
+__all__ = ["LumaUpscaler", "upscaler_from_config", "cpu_has_native_bf16", "resolve_device", "resolve_precision"]
 
 log = logging.getLogger("vsr")
 
@@ -268,3 +271,17 @@ class LumaUpscaler:
         y = y.float().mul_(max_value).round_().clamp_(0, max_value)
         return y.to(planes.dtype)
 
+
+
+def upscaler_from_config(config: PipelineConfig) -> LumaUpscaler:
+    """The configured model on the configured device and precision: how every front end loads it.
+
+    Sets torch's CPU thread count when ``config.threads`` asks for one.
+    """
+    device = resolve_device(config.device)
+    dtype = resolve_precision(config.precision, device)
+    if device.type == "cpu" and config.threads:
+        torch.set_num_threads(config.threads)
+    m = config.model
+    model = create_model(m.name, scale=m.scale, weights=m.weights if m.weights else "shipped")
+    return LumaUpscaler(model, device=device, dtype=dtype, tile=config.tile)

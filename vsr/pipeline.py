@@ -26,7 +26,7 @@ import time
 from array import array
 from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Callable, Generic, Iterable, Iterator, TypeVar
 
@@ -35,10 +35,9 @@ import numpy as np
 import torch
 
 from .config import PipelineConfig
-from .engine import LumaUpscaler, resolve_device, resolve_precision
+from .engine import LumaUpscaler, upscaler_from_config
 from .errors import PipelineError, UnsupportedMediaError, VsrError
 from .media import VideoReader, VideoWriter, frame_planes, new_frame, resize_plane
-from .models import create_model
 
 __all__ = [
     "LatestFrameStages",
@@ -182,15 +181,10 @@ class Pipeline:
 
     def __init__(self, config: PipelineConfig | None = None) -> None:
         self.config = config = config or PipelineConfig()
-        self.device = resolve_device(config.device)
-        self.dtype = resolve_precision(config.precision, self.device)
-        if self.device.type == "cpu" and config.threads:
-            torch.set_num_threads(config.threads)
+        self.upscaler = upscaler_from_config(config)
+        self.device, self.dtype = self.upscaler.device, self.upscaler.dtype
         self.cpu_workers, self.cpu_worker_threads = _cpu_worker_split(config.threads or torch.get_num_threads())
-        m = config.model
-        model = create_model(m.name, scale=m.scale, weights=m.weights if m.weights else "shipped")
-        self.upscaler = LumaUpscaler(model, device=self.device, dtype=self.dtype, tile=config.tile)
-        self.scale = m.scale
+        self.scale = config.model.scale
 
     @property
     def precision(self) -> str:

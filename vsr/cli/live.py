@@ -8,13 +8,11 @@ import json
 import sys
 from pathlib import Path
 
-import torch
 
 from ..config import PipelineConfig, load_config
-from ..engine import LumaUpscaler, resolve_device, resolve_precision
+from ..engine import upscaler_from_config
 from ..errors import ConfigError, OutputExistsError
 from ..live import VIEWS, LiveOptions, LiveReport, LiveUpscaler, Recorder, WindowDisplay, open_source, run_live
-from ..models import create_model
 
 KEYS = "keys: q/Esc quit, space pause, v view, [ ] or drag: split line, t/click: toggle, s snapshot, r record"
 
@@ -72,14 +70,7 @@ def _check_outputs(args: argparse.Namespace) -> None:
 
 def load_upscaler(config: PipelineConfig) -> LiveUpscaler:
     """The model on the configured device and precision, as ``vsr run`` loads it."""
-    device = resolve_device(config.device)
-    dtype = resolve_precision(config.precision, device)
-    if device.type == "cpu" and config.threads:
-        torch.set_num_threads(config.threads)
-    m = config.model
-    model = create_model(m.name, scale=m.scale, weights=m.weights if m.weights else "shipped")
-    return LiveUpscaler(LumaUpscaler(model, device=device, dtype=dtype, tile=config.tile))
-
+    return LiveUpscaler(upscaler_from_config(config))
 
 def summary(report: LiveReport) -> str:
     rec = f"; recorded {', '.join(report.recordings)}" if report.recordings else ""
