@@ -54,7 +54,8 @@ from .engine import LumaUpscaler
 from .errors import ConfigError, MediaError
 from .media import VideoReader, VideoWriter, frame_planes, new_frame
 from .models import create_model, get_spec, save_weights, shipped_weights
-from .pipeline import _END, Pipeline, _Clock, _Control, _Job, _luma_tensor
+from .pipeline import Pipeline
+from .pipeline._flow import _END, _Clock, _Control, _Job, _luma_tensor
 
 __all__ = ["BenchCase", "BenchOptions", "DEFAULT_CASES", "format_table", "machine_info", "run_bench"]
 
