@@ -8,11 +8,11 @@ import json
 import sys
 from pathlib import Path
 
-
 from ..config import PipelineConfig, load_config
 from ..engine import upscaler_from_config
 from ..errors import ConfigError, OutputExistsError
 from ..live import VIEWS, LiveOptions, LiveReport, LiveUpscaler, Recorder, WindowDisplay, open_source, run_live
+from ._model_options import add_model_arguments, model_overrides
 
 KEYS = "keys: q/Esc quit, space pause, v view, [ ] or drag: split line, t/click: toggle, s snapshot, r record"
 
@@ -22,12 +22,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--source", default="0", metavar="SRC",
                    help="camera index (default 0), camera device (/dev/video2), video file or URL")
     p.add_argument("--loop", action="store_true", help="start a file over at its end")
-    p.add_argument("--config", metavar="FILE", help="YAML configuration (model, device, precision, encoder)")
-    p.add_argument("--scale", type=int, choices=(2, 3, 4), help="upscaling factor")
-    p.add_argument("--model", metavar="NAME", help="registered model (espcn, espcn-fast)")
-    p.add_argument("--weights", metavar="FILE", help="weights file instead of the shipped ones")
-    p.add_argument("--device", metavar="DEV", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="inference precision")
+    add_model_arguments(p, config_help="YAML configuration (model, device, precision, encoder)")
     p.add_argument("--view", choices=VIEWS, default="side-by-side",
                    help="bicubic and upscaled side by side, split at a movable line, or toggled (key v cycles)")
     p.add_argument("--record", metavar="FILE",
@@ -40,13 +35,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 
 def _config(args: argparse.Namespace) -> PipelineConfig:
-    return load_config(args.config, {
-        "model.scale": args.scale,
-        "model.name": args.model,
-        "model.weights": args.weights,
-        "device": args.device,
-        "precision": args.precision,
-    })
+    return load_config(args.config, model_overrides(args))
 
 
 def _check_outputs(args: argparse.Namespace) -> None:

@@ -21,6 +21,7 @@ from ..config import PipelineConfig, load_config
 from ..errors import ConfigError, MediaError, VsrError
 from ..media import VideoReader, check_input_path, resolve_container_format
 from ..pipeline import Pipeline, Progress, RunReport, default_output_path
+from ._model_options import add_model_arguments, model_overrides
 
 log = logging.getLogger("vsr")
 
@@ -44,13 +45,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="output container: y4m, mkv, mp4, nut, webm, ... or any FFmpeg muxer "
                         "(default: from the output's extension; mkv on standard output). "
                         "y4m holds raw frames: no audio, and --codec/--crf/--preset do not apply")
-    p.add_argument("--config", metavar="FILE", help="YAML configuration (default: built-in, as pipeline.yaml)")
     # Every option defaults to None: only what the user sets overrides the configuration.
-    p.add_argument("--scale", type=int, choices=(2, 3, 4), help="upscaling factor")
-    p.add_argument("--model", metavar="NAME", help="registered model (espcn, espcn-fast)")
-    p.add_argument("--weights", metavar="FILE", help="weights file instead of the shipped ones")
-    p.add_argument("--device", metavar="DEV", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="inference precision")
+    add_model_arguments(p, config_help="YAML configuration (default: built-in, as pipeline.yaml)")
     p.add_argument("--batch", type=int, metavar="N", help="frames per inference call")
     p.add_argument("--tile", type=int, metavar="PX", help="LR tile size for huge frames (0: whole frames)")
     p.add_argument("--codec", metavar="NAME", help="video encoder (libx264, libx265, ffv1, ...)")
@@ -69,11 +65,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
     return {
-        "model.scale": args.scale,
-        "model.name": args.model,
-        "model.weights": args.weights,
-        "device": args.device,
-        "precision": args.precision,
+        **model_overrides(args),
         "batch": args.batch,
         "tile": args.tile,
         "encoder.codec": args.codec,
