@@ -226,3 +226,29 @@ def test_failing_stage_stops_the_pipeline(stage: str, long_clip: Path, tmp_path:
     assert elapsed < 20
     assert not dst.exists() and leftovers(tmp_path) == []
     assert not [t for t in threading.enumerate() if t.name.startswith("vsr-")]  # no stage left behind
+
+
+@pytest.mark.parametrize("hard_links", [True, False])
+def test_destination_that_appears_mid_run_is_never_replaced(
+    hard_links: bool, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Another program creates the destination while vsr writes: at close, vsr refuses to replace it."""
+    from vsr.config import EncoderConfig
+    from vsr.errors import OutputExistsError
+
+    if not hard_links:  # a file system without hard links takes the check-then-rename path
+        def no_link(*args: Any) -> None:
+            raise PermissionError(errno.EPERM, "Operation not permitted")
+
+        monkeypatch.setattr(os, "link", no_link)
+    src = make_clip(tmp_path / "in.mp4", width=64, height=48, frames=6)
+    dst = tmp_path / "out.mp4"
+    with VideoReader(src) as reader:
+        writer = VideoWriter(dst, reader, encoder=EncoderConfig(), overwrite=False)
+        for item in reader:
+            writer.write(item)
+        dst.write_bytes(b"someone else's")
+        with pytest.raises(OutputExistsError, match="appeared while vsr was writing"):
+            writer.close()
+    assert dst.read_bytes() == b"someone else's"
+    assert leftovers(tmp_path) == []
