@@ -228,3 +228,27 @@ def test_interrupted_while_joining_only_joins_again(tmp_path: Path, random_weigh
     assert report.frames == 0  # nothing upscaled again
     assert_same_result(tmp_path / "plain.mp4", dst)
     assert not work_folder(dst).exists()
+
+
+def test_second_resume_of_the_same_destination_is_refused(tmp_path: Path, random_weights, capsys) -> None:
+    """Two --resume runs must not share a work folder: the second one is refused until the first ends."""
+    from vsr.config import EncoderConfig
+    from vsr.media import VideoReader
+    from vsr.resume import SegmentedWriter
+
+    weights = random_weights("espcn-fast", 2)
+    src = make_clip(tmp_path / "in.mp4", frames=6)
+    dst = tmp_path / "out.mp4"
+    with VideoReader(src) as reader:
+        first = SegmentedWriter(dst, reader, encoder=EncoderConfig(), overwrite=False, settings={}, segment_seconds=1)
+        code = vsr_main(["run", str(src), "-o", str(dst), "--resume", "--weights", str(weights),
+                         "--model", "espcn-fast", "--scale", "2", "--device", "cpu", "-q"])
+        err = capsys.readouterr().err.strip().splitlines()
+        assert code == 1 and len(err) == 1 and "another 'vsr run --resume' is writing it" in err[0], err
+        assert (work_folder(dst) / MANIFEST).is_file()  # the first run's folder is untouched
+        assert not dst.exists()
+        first.abort()
+    assert vsr_main(["run", str(src), "-o", str(dst), "--resume", "--weights", str(weights),
+                     "--model", "espcn-fast", "--scale", "2", "--device", "cpu", "-q"]) == 0
+    assert probe(dst)["frames"] == 6
+    assert not work_folder(dst).exists() and leftovers(tmp_path) == []

@@ -15,6 +15,11 @@ starts over. Decoding seeks to the first unfinished segment. At the end the segm
 packets are joined, in order, with the input's audio and subtitles, copied or re-encoded
 from the whole input exactly as without ``--resume``, into a temporary file that replaces
 the destination; then the work folder is removed. Without ``--resume`` none of this runs.
+
+One run at a time per destination: a run holds an exclusive lock (``flock``) on
+``.<destination name>.vsr-resume.lock`` for as long as it lives, and a second ``--resume``
+run for the same destination is refused with a one-line error instead of sharing the
+work folder. The kernel drops the lock when a process dies, even by SIGKILL.
 """
 
 from __future__ import annotations
@@ -31,10 +36,15 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
+try:
+    import fcntl
+except ImportError:  # not POSIX: no lock
+    fcntl = None  # type: ignore[assignment]
+
 import av
 
 from .config import EncoderConfig, PipelineConfig
-from .errors import ConfigError, EncodeError, UnsupportedMediaError
+from .errors import ConfigError, EncodeError, OutputExistsError, UnsupportedMediaError
 from .media import Item, VideoReader, VideoWriter
 from .models import shipped_weights
 
@@ -50,6 +60,40 @@ def work_folder(dest: str | os.PathLike[str]) -> Path:
     """The hidden folder beside ``dest`` where a resumable run keeps its segments."""
     dest = Path(dest)
     return dest.with_name(f".{dest.name}.vsr-resume")
+
+
+class _JobLock:
+    """An exclusive, non-blocking ``flock`` on the lock file beside a destination."""
+
+    def __init__(self, dest: Path) -> None:
+        self.path = dest.with_name(f".{dest.name}.vsr-resume.lock")
+        self.fd: int | None = None
+        if fcntl is None:
+            return
+        while True:
+            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+            try:
+                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except BlockingIOError:
+                os.close(fd)
+                raise OutputExistsError(
+                    f"{dest}: another 'vsr run --resume' is writing it; wait for that run to end, "
+                    "or choose another output"
+                ) from None
+            try:  # the run before us may have removed the file between our open and flock
+                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
+            except FileNotFoundError:
+                same = False
+            if same:
+                self.fd = fd
+                return
+            os.close(fd)
+
+    def release(self) -> None:
+        if self.fd is not None:
+            self.path.unlink(missing_ok=True)
+            os.close(self.fd)
+            self.fd = None
 
 
 def _file_identity(path: str | os.PathLike[str]) -> dict[str, Any]:
@@ -117,7 +161,12 @@ class SegmentedWriter:
         }
         self._current: tuple[int, VideoWriter] | None = None
         self._closed = False
-        self.kept_frames = self._load()
+        self._lock = _JobLock(self.dest)
+        try:
+            self.kept_frames = self._load()
+        except BaseException:
+            self._lock.release()
+            raise
         last = self._manifest["segments"][-1]["index"] if self._manifest["segments"] else None
         self.start: Fraction | None = None if last is None else (last + 1) * self.segment
         if self.start is not None:
@@ -221,8 +270,10 @@ class SegmentedWriter:
             self._join()
         except BaseException:
             self.final.abort()
+            self._lock.release()
             raise
         shutil.rmtree(self.folder, ignore_errors=True)
+        self._lock.release()
 
     def abort(self) -> None:
         """Stop: the segment in progress and the destination's temporary file go; finished segments stay."""
@@ -231,6 +282,7 @@ class SegmentedWriter:
             self._current[1].abort()
             self._current = None
         self.final.abort()
+        self._lock.release()
 
     # -- joining -------------------------------------------------------------------------------
     def _join(self) -> None:
