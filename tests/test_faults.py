@@ -252,3 +252,55 @@ def test_destination_that_appears_mid_run_is_never_replaced(
             writer.close()
     assert dst.read_bytes() == b"someone else's"
     assert leftovers(tmp_path) == []
+
+
+def test_sigkill_leftover_is_removed_by_the_next_run(long_clip: Path, tmp_path: Path, random_weights) -> None:
+    """SIGKILL gives no chance to clean up; the next run to that destination removes what it left."""
+    dst = tmp_path / "out.mp4"
+    weights = random_weights("espcn", 2)
+    proc = subprocess.Popen(cli(long_clip, dst, weights), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    try:
+        deadline = time.monotonic() + 60
+        while not any(p.stat().st_size > 20_000 for p in tmp_path.glob(".out.vsr-*")):
+            assert proc.poll() is None, proc.communicate()
+            assert time.monotonic() < deadline, "the run never started writing"
+            time.sleep(0.02)
+        proc.kill()
+        proc.communicate(timeout=30)
+    finally:
+        proc.kill()
+    left = leftovers(tmp_path)
+    assert len(left) == 1 and not dst.exists()
+    old = time.time() - 3600  # the leftover of a run killed an hour ago
+    os.utime(tmp_path / left[0], (old, old))
+    short = make_clip(tmp_path / "short.mp4", width=64, height=48, frames=4)
+    done = subprocess.run(cli(short, dst, weights), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert dst.is_file() and leftovers(tmp_path) == []
+
+
+def test_only_unlocked_old_temp_files_are_taken_for_stale(tmp_path: Path) -> None:
+    from vsr import _filelock
+    from vsr.media._writer import STALE_AFTER_S, remove_stale_temp_files
+
+    dst = tmp_path / "out.mp4"
+    old = time.time() - 10 * STALE_AFTER_S
+    names = {
+        "stale": ".out.vsr-deadbeef.mp4",  # old, nobody writing: removed
+        "live": ".out.vsr-0123abcd.mp4",  # old, but a running writer holds its lock
+        "young": ".out.vsr-cafe0123.mp4",  # nobody holds it yet: may be a writer about to lock it
+        "other_output": ".other.vsr-deadbeef.mp4",
+        "other_suffix": ".out.vsr-deadbeef.mkv",
+        "not_ours": ".out.vsr-notahexid.mp4",
+    }
+    for key, name in names.items():
+        (tmp_path / name).write_bytes(b"x")
+        if key != "young":
+            os.utime(tmp_path / name, (old, old))
+    held = _filelock.lock(tmp_path / names["live"], create=False)
+    try:
+        removed = remove_stale_temp_files(dst)
+    finally:
+        _filelock.unlock(held)
+    assert [p.name for p in removed] == [names["stale"]]
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(n for k, n in names.items() if k != "stale")

@@ -36,13 +36,9 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
-try:
-    import fcntl
-except ImportError:  # not POSIX: no lock
-    fcntl = None  # type: ignore[assignment]
-
 import av
 
+from . import _filelock
 from .config import EncoderConfig, PipelineConfig
 from .errors import ConfigError, EncodeError, OutputExistsError, UnsupportedMediaError
 from .media import Item, VideoReader, VideoWriter
@@ -63,36 +59,21 @@ def work_folder(dest: str | os.PathLike[str]) -> Path:
 
 
 class _JobLock:
-    """An exclusive, non-blocking ``flock`` on the lock file beside a destination."""
+    """The exclusive lock of a destination's resumable job (see the module's docstring)."""
 
     def __init__(self, dest: Path) -> None:
         self.path = dest.with_name(f".{dest.name}.vsr-resume.lock")
-        self.fd: int | None = None
-        if fcntl is None:
-            return
-        while True:
-            fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
-            try:
-                fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
-            except BlockingIOError:
-                os.close(fd)
-                raise OutputExistsError(
-                    f"{dest}: another 'vsr run --resume' is writing it; wait for that run to end, "
-                    "or choose another output"
-                ) from None
-            try:  # the run before us may have removed the file between our open and flock
-                same = os.stat(self.path).st_ino == os.fstat(fd).st_ino
-            except FileNotFoundError:
-                same = False
-            if same:
-                self.fd = fd
-                return
-            os.close(fd)
+        self.fd = _filelock.lock(self.path, create=True) if _filelock.AVAILABLE else None
+        if _filelock.AVAILABLE and self.fd is None:
+            raise OutputExistsError(
+                f"{dest}: another 'vsr run --resume' is writing it; wait for that run to end, "
+                "or choose another output"
+            )
 
     def release(self) -> None:
         if self.fd is not None:
             self.path.unlink(missing_ok=True)
-            os.close(self.fd)
+            _filelock.unlock(self.fd)
             self.fd = None
 
 
@@ -161,11 +142,14 @@ class SegmentedWriter:
         }
         self._current: tuple[int, VideoWriter] | None = None
         self._closed = False
-        self._lock = _JobLock(self.dest)
+        self._lock: _JobLock | None = None
         try:
+            self._lock = _JobLock(self.dest)
             self.kept_frames = self._load()
         except BaseException:
-            self._lock.release()
+            self.final.abort()
+            if self._lock is not None:
+                self._lock.release()
             raise
         last = self._manifest["segments"][-1]["index"] if self._manifest["segments"] else None
         self.start: Fraction | None = None if last is None else (last + 1) * self.segment
@@ -270,10 +254,10 @@ class SegmentedWriter:
             self._join()
         except BaseException:
             self.final.abort()
-            self._lock.release()
+            self._release()
             raise
         shutil.rmtree(self.folder, ignore_errors=True)
-        self._lock.release()
+        self._release()
 
     def abort(self) -> None:
         """Stop: the segment in progress and the destination's temporary file go; finished segments stay."""
@@ -282,7 +266,11 @@ class SegmentedWriter:
             self._current[1].abort()
             self._current = None
         self.final.abort()
-        self._lock.release()
+        self._release()
+
+    def _release(self) -> None:
+        if self._lock is not None:
+            self._lock.release()
 
     # -- joining -------------------------------------------------------------------------------
     def _join(self) -> None:

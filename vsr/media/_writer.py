@@ -7,6 +7,7 @@ import logging
 import os
 import re
 import sys
+import time
 import uuid
 from dataclasses import dataclass
 from fractions import Fraction
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import av
 
+from .. import _filelock
 from ..config import EncoderConfig
 from ..errors import ConfigError, EncodeError, OutputExistsError, UnsupportedMediaError
 from ._reader import Item, VideoReader, _one_line
@@ -123,6 +125,44 @@ def _temp_path(dest: Path) -> Path:
     return dest.with_name(f".{dest.stem}.vsr-{uuid.uuid4().hex[:8]}{dest.suffix}")
 
 
+# A temporary file younger than this is never taken for stale: its writer may not hold its lock yet.
+STALE_AFTER_S = 10.0
+
+
+def remove_stale_temp_files(dest: Path) -> list[Path]:
+    """Remove the temporary files of ``dest`` that a killed run left behind; return them.
+
+    Every writer holds a lock on its temporary file while it lives (:mod:`vsr._filelock`);
+    a file of the temporary-name pattern that nobody holds, and that is older than
+    :data:`STALE_AFTER_S`, belongs to a run that died without cleaning up (SIGKILL, power cut).
+    """
+    if not _filelock.AVAILABLE:
+        return []
+    pattern = re.compile(rf"\.{re.escape(dest.stem)}\.vsr-[0-9a-f]{{8}}{re.escape(dest.suffix)}")
+    removed = []
+    try:
+        candidates = [p for p in dest.parent.iterdir() if pattern.fullmatch(p.name)]
+    except OSError:
+        return []
+    for path in candidates:
+        try:
+            if time.time() - path.lstat().st_mtime < STALE_AFTER_S or not path.is_file():
+                continue
+            fd = _filelock.lock(path, create=False)
+        except OSError:
+            continue
+        if fd is None:  # a live run is writing it
+            continue
+        try:
+            path.unlink()
+            removed.append(path)
+        except OSError:
+            pass
+        finally:
+            _filelock.unlock(fd)
+    return removed
+
+
 class VideoWriter:
     """Encodes video frames and muxes them with the copied streams of a :class:`VideoReader`.
 
@@ -156,6 +196,7 @@ class VideoWriter:
         self._copied_video = False  # video packets come encoded (write_encoded), not as frames
         self._closed = False
         self._to_stdout = self.path in ("-", "pipe:1")
+        self._tmp_lock: int | None = None
         if self._to_stdout:
             self.dest, self.tmp = None, None
             target = "pipe:1"
@@ -169,7 +210,14 @@ class VideoWriter:
                 raise EncodeError(f"{self.path}: folder {str(self.dest.parent)!r} does not exist")
             if not os.access(self.dest.parent, os.W_OK):
                 raise EncodeError(f"{self.path}: folder {str(self.dest.parent)!r} is not writable")
+            for stale in remove_stale_temp_files(self.dest):
+                log.info("%s: removed %s, left by a run that was killed", self.path, stale.name)
             self.tmp = _temp_path(self.dest)
+            try:  # created and locked before FFmpeg opens it, so that no other run takes it for stale
+                self._tmp_lock = _filelock.lock(self.tmp, create=True)
+            except OSError as exc:
+                raise EncodeError(f"{self.path}: cannot create a file in {str(self.dest.parent)!r} "
+                                  f"({exc.strerror or _one_line(exc)})") from None
             target = str(self.tmp)
         self._sink: _Y4MHeaderAspect | None = None
         self._y4m_start: Fraction | None = None  # the first frame's time, to tell a variable rate
@@ -415,7 +463,10 @@ class VideoWriter:
             self.abort()
             raise
         if self.tmp is not None and self.dest is not None:
-            self._move_into_place(self.tmp, self.dest)
+            try:
+                self._move_into_place(self.tmp, self.dest)
+            finally:
+                self._unlock_tmp()
 
     def _move_into_place(self, tmp: Path, dest: Path) -> None:
         """Rename the finished file to ``dest``; without ``overwrite``, never over a file that appeared meanwhile.
@@ -455,6 +506,11 @@ class VideoWriter:
                 self.tmp.unlink()
             except FileNotFoundError:
                 pass
+        self._unlock_tmp()
+
+    def _unlock_tmp(self) -> None:
+        _filelock.unlock(self._tmp_lock)
+        self._tmp_lock = None
 
     def __enter__(self) -> "VideoWriter":
         return self
