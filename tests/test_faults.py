@@ -34,6 +34,15 @@ def leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if ".vsr-" in p.name)
 
 
+def wait_until_mid_run(proc: subprocess.Popen, folder: Path) -> None:
+    """Until the run's temporary file for ``out.*`` exists and holds encoded frames."""
+    deadline = time.monotonic() + 60
+    while not any(p.stat().st_size > 20_000 for p in folder.glob(".out.vsr-*")):
+        assert proc.poll() is None, proc.communicate()
+        assert time.monotonic() < deadline, "the run never started writing"
+        time.sleep(0.02)
+
+
 @pytest.fixture(scope="module")
 def long_clip(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """Long enough (many seconds of CPU work) that a signal always lands mid-run."""
@@ -51,12 +60,7 @@ def test_signal_mid_run_leaves_no_partial_file(
     proc = subprocess.Popen(cli(long_clip, dst, random_weights("espcn", 2), *(["-y"] if existing else [])),
                             cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     try:
-        deadline = time.monotonic() + 60
-        # Mid-run: the temporary file exists and holds encoded frames.
-        while not any(p.stat().st_size > 20_000 for p in tmp_path.glob(".out.vsr-*")):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the run never started writing"
-            time.sleep(0.02)
+        wait_until_mid_run(proc, tmp_path)
         t_signal = time.monotonic()
         proc.send_signal(sig)
         _, err = proc.communicate(timeout=30)
@@ -260,11 +264,7 @@ def test_sigkill_leftover_is_removed_by_the_next_run(long_clip: Path, tmp_path: 
     weights = random_weights("espcn", 2)
     proc = subprocess.Popen(cli(long_clip, dst, weights), cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     try:
-        deadline = time.monotonic() + 60
-        while not any(p.stat().st_size > 20_000 for p in tmp_path.glob(".out.vsr-*")):
-            assert proc.poll() is None, proc.communicate()
-            assert time.monotonic() < deadline, "the run never started writing"
-            time.sleep(0.02)
+        wait_until_mid_run(proc, tmp_path)
         proc.kill()
         proc.communicate(timeout=30)
     finally:
