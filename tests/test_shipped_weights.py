@@ -31,7 +31,7 @@ def test_weights_ship_small_with_training_metadata(name: str, scale: int) -> Non
 
 # Open (docs/MODELS.md, "What is open"): the shipped paper-size espcn had too little CPU time at x3
 # (+1.26 dB) and x4 (+0.92 dB); not strict, so better weights turn these into passes.
-_UNDERTRAINED = {("espcn", 3), ("espcn", 4)}
+_UNDERTRAINED = {("espcn", 3)}
 _BEATS_BICUBIC = [
     pytest.param(n, s, marks=pytest.mark.xfail(reason=f"{n} x{s} undertrained, see docs/MODELS.md", strict=False))
     if (n, s) in _UNDERTRAINED else (n, s)
