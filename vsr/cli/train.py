@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import shlex
 import sys
 
@@ -26,19 +27,26 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="run folder: checkpoint.pt, log.jsonl and the final .safetensors")
     parser.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
-    parser.add_argument("--steps", type=int, default=20000, help="optimizer steps (default 20000)")
-    parser.add_argument("--batch-size", type=int, default=32, help="patches per step (default 32)")
-    parser.add_argument("--patch", type=int, default=32,
-                        help="LR patch side in pixels; HR patches are patch*scale (default 32; the paper: 17)")
-    parser.add_argument("--image-scales", type=_floats, default=(1.0,), metavar="S,S,...",
-                        help="also train on copies of each image downscaled by these factors (default 1)")
-    parser.add_argument("--lr", type=float, default=1e-3, help="peak Adam learning rate (default 1e-3)")
-    parser.add_argument("--min-lr", type=float, default=1e-5, help="final learning rate of the cosine decay")
-    parser.add_argument("--warmup", type=int, default=500, help="linear warm-up steps (default 500)")
-    parser.add_argument("--l2-from", type=float, default=0.8,
-                        help="fraction of the steps after which the loss is MSE instead of L1 (default 0.8)")
-    parser.add_argument("--bf16-until", type=float, default=0.9,
-                        help="fraction of the steps run under bf16 autocast, the rest in fp32 (default 0.9)")
+    from ..training import TrainConfig
+
+    d = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    parser.add_argument("--steps", type=int, default=d["steps"], help=f"optimizer steps (default {d['steps']})")
+    parser.add_argument("--batch-size", type=int, default=d["batch_size"],
+                        help=f"patches per step (default {d['batch_size']})")
+    parser.add_argument("--patch", type=int, default=d["patch"],
+                        help=f"LR patch side in pixels; HR patches are patch*scale (default {d['patch']}; the paper: 17)")
+    parser.add_argument("--image-scales", type=_floats, default=d["image_scales"], metavar="S,S,...",
+                        help="also train on copies of each image downscaled by these factors "
+                             f"(default {','.join(f'{s:g}' for s in d['image_scales'])})")
+    parser.add_argument("--lr", type=float, default=d["lr"], help=f"peak Adam learning rate (default {d['lr']:g})")
+    parser.add_argument("--min-lr", type=float, default=d["min_lr"],
+                        help=f"final learning rate of the cosine decay (default {d['min_lr']:g})")
+    parser.add_argument("--warmup", type=int, default=d["warmup"], help=f"linear warm-up steps (default {d['warmup']})")
+    parser.add_argument("--l2-from", type=float, default=d["l2_from"],
+                        help="fraction of the steps trained with L1 loss before MSE takes over "
+                             f"(default {d['l2_from']:g}: MSE throughout)")
+    parser.add_argument("--bf16-until", type=float, default=d["bf16_until"],
+                        help=f"fraction of the steps run under bf16 autocast, the rest in fp32 (default {d['bf16_until']:g})")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     parser.add_argument("--init", metavar="FILE",
                         help="start from the tensors of FILE that fit (e.g. another scale's feature layers)")
