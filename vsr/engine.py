@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
+from ._fused_cpu import FusedCpuNet
 from .errors import DeviceError
 from .models import ESPCN, create_model
 
@@ -78,76 +79,6 @@ class _Tiling:
     halo: int  # LR pixels of context on each side
 
 
-_FUSED_ACTIVATIONS = {"tanh": "tanh", "relu": "relu"}  # ESPCN activation -> oneDNN post-op
-
-
-class _FusedCpuNet:
-    """The network as oneDNN convolutions with the activation fused in, for integer planes on CPU.
-
-    Profiling the eager module on CPU (bf16, 360p, x3) showed two thirds of the time in
-    ``tanh`` as a separate pass and most of the rest in per-call weight reordering and
-    float post-processing. Here the weights are reordered once into oneDNN's blocked
-    layout, each convolution applies its activation as a post-op, ``1/max_value`` is
-    folded into the first layer and ``max_value`` into the last (which also clamps to
-    ``[0, max_value]`` as a post-op), so integer planes go in and the last layer's output
-    only needs rounding and the periodic shuffle, which is written straight into the
-    integer output. Same maths as the module.
-    """
-
-    def __init__(self, model: ESPCN, dtype: torch.dtype) -> None:
-        self.dtype = dtype
-        self.scale = model.scale
-        act = _FUSED_ACTIVATIONS[model.config.activation]
-        convs = [m for m in model.modules() if isinstance(m, torch.nn.Conv2d)]
-        self._layers = [
-            (m.weight.detach().float().cpu(), m.bias.detach().float().cpu(), list(m.padding),
-             act if i < len(convs) - 1 else "hardtanh")  # the last layer clamps to [0, max_value]
-            for i, m in enumerate(convs)
-        ]
-        self._packed: dict[int, list[tuple[torch.Tensor, torch.Tensor, list[int], str]]] = {}
-
-    @staticmethod
-    def supported(model: ESPCN, device: torch.device, dtype: torch.dtype) -> bool:
-        return (
-            device.type == "cpu"
-            and dtype in (torch.float32, torch.bfloat16)
-            and model.config.activation in _FUSED_ACTIVATIONS
-            and model.config.channels == 1
-            and torch.backends.mkldnn.is_available()
-            and hasattr(torch.ops.mkldnn, "_convolution_pointwise")
-        )
-
-    def _pack(self, max_value: int, in_size: list[int]) -> list[tuple[torch.Tensor, torch.Tensor, list[int], str]]:
-        packed = self._packed.get(max_value)
-        if packed is None:
-            packed = []
-            last = len(self._layers) - 1
-            for i, (w, b, pad, act) in enumerate(self._layers):
-                if i == 0:
-                    w = w / max_value
-                if i == last:
-                    w, b = w * max_value, b * max_value
-                w = w.to(self.dtype).contiguous(memory_format=torch.channels_last)
-                size = [in_size[0], w.shape[1], in_size[2], in_size[3]]
-                w = torch.ops.mkldnn._reorder_convolution_weight(w, pad, [1, 1], [1, 1], 1, size)
-                packed.append((w, b.to(self.dtype), pad, act))
-            self._packed[max_value] = packed
-        return packed
-
-    def __call__(self, planes: torch.Tensor, max_value: int) -> torch.Tensor:
-        n, _, h, w = planes.shape
-        r = self.scale
-        y = planes.to(self.dtype).contiguous(memory_format=torch.channels_last)
-        for weight, bias, pad, act in self._pack(max_value, list(planes.shape)):
-            scalars = [0.0, float(max_value)] if act == "hardtanh" else [None]
-            y = torch.ops.mkldnn._convolution_pointwise(y, weight, bias, pad, [1, 1], [1, 1], 1, act, scalars, "")
-        y = y.round_()  # (N, r², h, w), channels_last: (N, h, w, r·r) in memory
-        out = torch.empty((n, 1, h * r, w * r), dtype=planes.dtype)
-        # Periodic shuffle and integer conversion in one strided copy.
-        out.view(n, h, r, w, r).copy_(y.permute(0, 2, 3, 1).reshape(n, h, w, r, r).permute(0, 1, 3, 2, 4))
-        return out
-
-
 class LumaUpscaler:
     """Upscales integer luma planes with an ESPCN on one device and precision.
 
@@ -160,7 +91,7 @@ class LumaUpscaler:
     On out-of-memory (CUDA, or the CPU allocator) the tile size is halved, down to 64
     pixels, and the call retried; the smaller tile is kept for later calls.
 
-    On CPU, integer planes of tanh/ReLU models go through :class:`_FusedCpuNet` (oneDNN
+    On CPU, integer planes of tanh/ReLU models go through :class:`FusedCpuNet` (oneDNN
     convolutions with fused activations; ``fused=False`` keeps the plain module);
     :meth:`forward_float` always runs the module.
     """
@@ -182,11 +113,11 @@ class LumaUpscaler:
         self.halo = model.config.halo
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         # Built before the module is cast, from its full-precision weights.
-        net = _FusedCpuNet(model, dtype) if fused and _FusedCpuNet.supported(model, self.device, dtype) else None
+        net = FusedCpuNet(model, dtype) if fused and FusedCpuNet.supported(model, self.device, dtype) else None
         self.model = model.eval().to(self.device, dtype=dtype, memory_format=self.memory_format)
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self._fused: _FusedCpuNet | None = self._checked(net) if net is not None else None
+        self._fused: FusedCpuNet | None = self._checked(net) if net is not None else None
         self._max_value = 255  # of the integer planes being tiled
 
     @property
@@ -195,7 +126,7 @@ class LumaUpscaler:
         return self._fused is not None
 
     @torch.inference_mode()
-    def _checked(self, net: _FusedCpuNet) -> _FusedCpuNet | None:
+    def _checked(self, net: FusedCpuNet) -> FusedCpuNet | None:
         """The fused path, if it runs here and agrees with the module on a small frame; else None."""
         x = torch.arange(24 * 20, dtype=torch.float32).reshape(1, 1, 24, 20).mul_(37).remainder_(256)
         try:
