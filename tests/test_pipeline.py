@@ -118,12 +118,7 @@ def _luma_psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(255.0**2 / mse))
 
 
-UNDERTRAINED = pytest.mark.xfail(
-    reason="shipped espcn weights are undertrained (docs/MODELS.md; issue 4 open): not yet above bicubic + 0.1 dB "
-    "on this clip", strict=False)
-
-
-@pytest.mark.parametrize("model", ["espcn-fast", pytest.param("espcn", marks=UNDERTRAINED)])
+@pytest.mark.parametrize("model", ["espcn-fast", "espcn"])
 @pytest.mark.parametrize("scale", [2, 3])
 def test_quality_beats_bicubic(shared_data: Path, tmp_path: Path, scale: int, model: str) -> None:
     """Downscale a real clip by r, upscale it with vsr, compare with the original's luma."""
