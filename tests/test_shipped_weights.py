@@ -29,14 +29,7 @@ def test_weights_ship_small_with_training_metadata(name: str, scale: int) -> Non
     assert meta["steps"] >= 1000
 
 
-# Open (docs/MODELS.md, "What is open"): the shipped paper-size espcn had too little CPU time at x3
-# (+1.26 dB) and x4 (+0.92 dB); not strict, so better weights turn these into passes.
-_UNDERTRAINED = {("espcn", 3)}
-_BEATS_BICUBIC = [
-    pytest.param(n, s, marks=pytest.mark.xfail(reason=f"{n} x{s} undertrained, see docs/MODELS.md", strict=False))
-    if (n, s) in _UNDERTRAINED else (n, s)
-    for n, s in SHIPPED
-]
+_BEATS_BICUBIC = list(SHIPPED)
 
 
 @pytest.mark.parametrize("name,scale", _BEATS_BICUBIC)
