@@ -54,3 +54,22 @@ def test_fused_bf16_is_unbiased_and_close_to_fp32(luma: np.ndarray, max_value: i
     assert abs(diff.mean().item()) < 0.1, "bf16 shifts the picture's brightness"
     assert diff.pow(2).mean().sqrt().item() < 0.45
     assert ((got >= 0) & (got <= max_value)).all()
+
+
+@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+def test_large_frames_are_cache_tiled_with_the_same_result(dtype: torch.dtype, monkeypatch) -> None:
+    """tile=0 still tiles a 960x540 frame on the fused path (for cache locality), bit-identically."""
+    up = LumaUpscaler(create_model("espcn", scale=2), device="cpu", dtype=dtype)
+    x = torch.from_numpy(np.random.default_rng(5).integers(0, 256, (1, 1, 540, 960), dtype=np.uint8))
+    tiles: list[int] = []
+    real_tiled = LumaUpscaler._tiled
+    monkeypatch.setattr(LumaUpscaler, "_tiled", lambda self, x, t: tiles.append(t.tile) or real_tiled(self, x, t))
+    with torch.inference_mode():
+        tiled = up(x)
+        assert tiles and 64 <= tiles[0] < 540
+        monkeypatch.setattr(up, "_cache_tile", lambda x: 0)
+        whole = up(x)
+    assert len(tiles) == 1
+    assert torch.equal(tiled, whole)
+    small = torch.zeros((1, 1, 90, 160), dtype=torch.uint8)
+    assert up._fused is not None and up._fused.cache_tile(small.shape) == 0

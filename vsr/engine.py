@@ -87,7 +87,9 @@ class LumaUpscaler:
     and clamped to ``[0, max_value]``.
 
     Frames larger than ``tile`` LR pixels (0: never) are processed in tiles that
-    overlap by the network's receptive field, so the result equals the untiled one.
+    overlap by the network's receptive field, so the result equals the untiled one. With
+    ``tile=0`` the fused CPU path still tiles large frames for cache locality
+    (:meth:`FusedCpuNet.cache_tile`), with the same result.
     On out-of-memory (CUDA, or the CPU allocator) the tile size is halved, down to 64
     pixels, and the call retried; the smaller tile is kept for later calls.
 
@@ -117,7 +119,8 @@ class LumaUpscaler:
         self.model = model.eval().to(self.device, dtype=dtype, memory_format=self.memory_format)
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self._fused: FusedCpuNet | None = self._checked(net) if net is not None else None
+        self._fused: FusedCpuNet | None = None
+        self._fused = self._checked(net) if net is not None else None
         self._max_value = 255  # of the integer planes being tiled
 
     @property
@@ -151,8 +154,9 @@ class LumaUpscaler:
         """``net`` on whole frames, or in tiles when they are larger than ``tile`` or memory runs out."""
         while True:
             try:
-                if self.tile and max(x.shape[-2:]) > self.tile:
-                    return self._tiled(x, _Tiling(self.tile, self.halo))
+                tile = self.tile or self._cache_tile(x)
+                if tile and max(x.shape[-2:]) > tile:
+                    return self._tiled(x, _Tiling(tile, self.halo))
                 return net(x)
             except RuntimeError as exc:  # torch.OutOfMemoryError (CUDA) is one; the CPU allocator's is plain
                 if not _out_of_memory(exc):
@@ -167,6 +171,12 @@ class LumaUpscaler:
                     ) from exc
                 self.tile = max(_MIN_TILE, current // 2)
                 log.info("%s out of memory: processing in %d-pixel tiles from now on", self.device.type, self.tile)
+
+    def _cache_tile(self, x: torch.Tensor) -> int:
+        """Tiles for speed, not memory: large integer frames on the fused CPU path (same result)."""
+        if self._fused is None or x.is_floating_point() or x.device.type != "cpu":
+            return 0
+        return self._fused.cache_tile(x.shape)
 
     def _tiled(self, x: torch.Tensor, t: _Tiling) -> torch.Tensor:
         """Float planes through the module, or integer planes through the fused path, tile by tile."""
