@@ -8,7 +8,9 @@ Rows: bicubic, vsr's shipped models, OpenCV's ESPCN/FSRCNN peers (when ``cv2.dnn
 is importable, see tools/eval_peers.py), and the ESPCN paper's published figures (quoted,
 not measured).  Y-PSNR (dB) / SSIM, ``scale`` pixels shaved, via :func:`vsr.evaluate.evaluate`.
 ``--fps``: frames per second upscaling one 640x360 luma frame on this machine's CPU
-(median of 7 runs, fp32, ``--threads`` threads).
+(median of 15 runs, ``--threads`` threads): vsr's models through the engine ``vsr run`` uses
+(:class:`vsr.engine.LumaUpscaler`, precision ``auto``: bf16 on CPUs with native bf16),
+the peers through their own call.
 """
 
 from __future__ import annotations
@@ -28,7 +30,7 @@ SHARED = REPO.parent / "shared" / "data"
 
 from eval_peers import PEERS, peer_available, peer_upscaler, time_fps  # noqa: E402
 
-from vsr.evaluate import evaluate, model_upscaler  # noqa: E402
+from vsr.evaluate import evaluate  # noqa: E402
 from vsr.models import create_model, shipped_weights  # noqa: E402
 
 #: Shi et al., CVPR 2016, Y-PSNR on Set5 / Set14 (their protocol; no x2 figures published).
@@ -40,6 +42,20 @@ PAPER: dict[str, dict[int, tuple[float | None, float | None]]] = {
 
 def _cell(res: Any) -> str:
     return f"{res.psnr:.2f} / {res.ssim:.4f}"
+
+
+def _engine_upscaler(model: torch.nn.Module):
+    """One 8-bit luma plane (floats in [0, 1]) through the engine and precision ``vsr run`` uses on CPU."""
+    import numpy as np
+
+    from vsr.engine import LumaUpscaler, resolve_precision
+
+    engine = LumaUpscaler(model, device="cpu", dtype=resolve_precision("auto", torch.device("cpu")))
+
+    def run(lr_y: "np.ndarray") -> torch.Tensor:
+        return engine(torch.from_numpy(np.round(lr_y * 255).astype(np.uint8))[None, None])
+
+    return run
 
 
 def build_rows(scales: list[int], fps: bool, threads: int) -> list[tuple[int, str, str, str, str]]:
@@ -57,8 +73,7 @@ def build_rows(scales: list[int], fps: bool, threads: int) -> list[tuple[int, st
             res = [evaluate(model, s, scale) for s in sets]
             speed = ""
             if fps:
-                upscale = model_upscaler(model)
-                speed = f"{time_fps(upscale):.1f}"
+                speed = f"{time_fps(_engine_upscaler(model), repeats=15):.1f}"
             rows.append((scale, f"vsr {name}", _cell(res[0]), _cell(res[1]), speed))
         if peer_available():
             import cv2
@@ -70,7 +85,7 @@ def build_rows(scales: list[int], fps: bool, threads: int) -> list[tuple[int, st
                     continue
                 fn = peer_upscaler(pb, algorithm, scale)
                 res = [evaluate(fn, s, scale) for s in sets]
-                rows.append((scale, label, _cell(res[0]), _cell(res[1]), f"{time_fps(fn):.1f}" if fps else ""))
+                rows.append((scale, label, _cell(res[0]), _cell(res[1]), f"{time_fps(fn, repeats=15):.1f}" if fps else ""))
         for label, figures in PAPER.items():
             if scale in figures:
                 s5, s14 = figures[scale]
@@ -127,7 +142,7 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| x{scale} | {label} | {s5} | {s14} |" + (f" {speed} |" if args.fps else ""))
     if args.fps:
         print(f"\nfps measured on: {platform.processor() or platform.machine()}, {args.threads} threads, "
-              f"torch {torch.__version__}")
+              f"torch {torch.__version__}; vsr rows: the engine at precision auto, peers: their upsample call")
     if not peer_available():
         print("\n(OpenCV peers left out: cv2.dnn_superres not importable; see tools/eval_peers.py)")
     return 0
