@@ -135,18 +135,25 @@ def draw(points: list[dict[str, Any]], out: Path, title: str) -> None:
     cv2.putText(img, "30 fps", (x30 + 4, top + 14), font, 0.5, (0, 0, 220), 1, cv2.LINE_AA)
     cv2.rectangle(img, (left, top), (w - right, h - bottom), black, 1)
     colours = [(200, 80, 0), (0, 140, 0), (150, 0, 150), (0, 120, 220), (80, 80, 80), (0, 0, 200)]
-    placed: list[tuple[int, int, int]] = []
-    for i, p in enumerate(points):
-        x, y = xy(p["fps"], p["psnr"])
+    dots = [xy(p["fps"], p["psnr"]) for p in points]
+    placed: list[tuple[int, int, int, int]] = [(x - 9, y - 9, x + 9, y + 9) for x, y in dots]  # boxes to avoid
+
+    def free(box: tuple[int, int, int, int]) -> bool:
+        return box[0] >= left and box[2] <= w - right and box[1] >= top and box[3] <= h - bottom and not any(
+            box[0] < r[2] and r[0] < box[2] and box[1] < r[3] and r[1] < box[3] for r in placed)
+
+    for i, (p, (x, y)) in enumerate(zip(points, dots)):
         c = colours[i % len(colours)]
         cv2.circle(img, (x, y), 7, c, -1, cv2.LINE_AA)
         text = f"{p['label']}: {p['psnr']:.2f} dB, {p['fps']:.1f} fps"
         size = cv2.getTextSize(text, font, 0.48, 1)[0][0]
-        tx = x + 10 if x + 10 + size < w - right else x - 10 - size
-        ty = y - 8
-        while any(tx < r[2] and r[0] < tx + size and abs(ty - r[1]) < 16 for r in placed):
-            ty += 18  # below a label already there
-        placed.append((tx, ty, tx + size))
+        # Beside the dot if there is room, else further up or down with a leader line to it.
+        candidates = [(tx, y + 5 + dy) for dy in (0, -22, 22, -44, 44, -66, 66, -88, 88)
+                      for tx in (x + 12, x - 12 - size)]
+        tx, ty = next(((a, b) for a, b in candidates if free((a, b - 13, a + size, b + 4))), candidates[0])
+        placed.append((tx, ty - 13, tx + size, ty + 4))
+        if abs(ty - (y + 5)) > 0:
+            cv2.line(img, (x, y), (tx if tx > x else tx + size, ty - 5), c, 1, cv2.LINE_AA)
         cv2.putText(img, text, (tx, ty), font, 0.48, c, 1, cv2.LINE_AA)
     cv2.putText(img, title, (left, 36), font, 0.62, black, 1, cv2.LINE_AA)
     cv2.putText(img, "infer-stage frames per second (log scale), this machine's CPU", (left + 180, h - 22),
