@@ -163,7 +163,7 @@ class LumaUpscaler:
                     raise
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
-                current = self.tile or max(x.shape[-2:])
+                current = self.tile or self._cache_tile(x) or max(x.shape[-2:])
                 if current <= _MIN_TILE:
                     raise DeviceError(
                         f"{self.device.type} out of memory even in {current}-pixel tiles of "
