@@ -42,8 +42,9 @@ _Layer = tuple[torch.Tensor, torch.Tensor, list[int], str, torch.dtype]
 
 # Cache blocking: the widest layer's activations of a whole 960x540 frame (64 channels, bf16:
 # 66 MB) stream through memory between layers; tiles of ~8 MiB of them stay in cache. Measured
-# here (1 thread, bf16, x2): espcn 960x540 90 -> 62 ms, 1920x1080 477 -> 248 ms; espcn-fast
-# 1920x1080 193 -> 97 ms; frames under ~32 MiB (640x360 espcn: 28 ms) gained nothing.
+# by tools/engine_checks.py cache-tiles (1 thread, bf16, x2): espcn 960x540 93 -> 60 ms,
+# 1920x1080 454 -> 239 ms; espcn-fast 1920x1080 188 -> 108 ms; frames under ~32 MiB
+# (640x360 espcn: 28 ms) gained nothing.
 _TILE_ABOVE_BYTES = 32 << 20
 _TILE_BYTES = 8 << 20
 

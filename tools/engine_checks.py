@@ -1,0 +1,127 @@
+#!/usr/bin/env python3
+"""Two measurements of the CPU engine that docs/PERFORMANCE.md quotes (benchmarks, not tests).
+
+``real-clip``: bf16 against fp32 through the whole ``vsr run`` pipeline on a real clip. The
+first frames of ``mdn_flower.mp4`` (960x540) are downscaled by r with MATLAB's bicubic,
+stored losslessly (FFV1, yuv420p), upscaled by the pipeline at each precision, and the
+output's luma compared with the original's (PSNR, dB) beside bicubic (``cv2.resize``). This
+is the measure of ``tests/test_pipeline.py::test_quality_beats_bicubic``.
+
+``cache-tiles``: milliseconds per frame of the fused engine with and without the cache tiles
+it picks for large frames (``FusedCpuNet.cache_tile``), bf16, one torch thread, random frames.
+
+    python tools/engine_checks.py real-clip --scale 2 --scale 3
+    python tools/engine_checks.py cache-tiles
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import av
+import cv2
+import numpy as np
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+SHARED = REPO.parent / "shared" / "data"
+
+from vsr.config import load_config  # noqa: E402
+from vsr.engine import LumaUpscaler  # noqa: E402
+from vsr.imresize import imresize  # noqa: E402
+from vsr.models import create_model  # noqa: E402
+from vsr.pipeline import Pipeline  # noqa: E402
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    return cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV)[:, :, 0].astype(np.float64)
+
+
+def _psnr(a: np.ndarray, b: np.ndarray) -> float:
+    return float(10 * np.log10(255.0**2 / np.mean((a - b) ** 2)))
+
+
+def real_clip(scale: int, frames: int, models: list[str]) -> None:
+    tmp = Path(tempfile.mkdtemp())
+    h, w = 540 // scale, 960 // scale
+    originals, small = [], tmp / "small.mkv"
+    with av.open(str(SHARED / "videos" / "mdn_flower.mp4")) as src, av.open(str(small), "w") as out:
+        stream = out.add_stream("ffv1", rate=30)
+        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+        for i, frame in enumerate(src.decode(video=0)):
+            if i == frames:
+                break
+            rgb = frame.to_ndarray(format="rgb24")[: h * scale, : w * scale]
+            originals.append(_luma(rgb))
+            lr = av.VideoFrame.from_ndarray(imresize(rgb, output_shape=(h, w)), format="rgb24")
+            lr = lr.reformat(format="yuv420p")
+            lr.pts = i
+            out.mux(stream.encode(lr))
+        out.mux(stream.encode(None))
+    with av.open(str(small)) as c:
+        lows = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    bicubic = statistics.mean(
+        _psnr(_luma(cv2.resize(lo, (o.shape[1], o.shape[0]), interpolation=cv2.INTER_CUBIC)), o)
+        for lo, o in zip(lows, originals))
+    print(f"x{scale}: bicubic {bicubic:.2f} dB")
+    for model in models:
+        for precision in ("fp32", "bf16"):
+            dst = tmp / f"{model}_{precision}.mkv"
+            config = load_config(None, {"model.name": model, "model.scale": scale, "encoder.codec": "ffv1",
+                                        "device": "cpu", "precision": precision, "progress": "never"})
+            Pipeline(config).run(small, dst)
+            with av.open(str(dst)) as c:
+                ups = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+            sr = statistics.mean(_psnr(_luma(u), o) for u, o in zip(ups, originals))
+            print(f"x{scale}: {model} {precision} {sr:.2f} dB")
+
+
+def cache_tiles(repeats: int) -> None:
+    torch.set_num_threads(1)
+    cases = [("espcn", 2, (540, 960)), ("espcn", 2, (1080, 1920)), ("espcn-fast", 2, (1080, 1920)),
+             ("espcn", 3, (360, 640))]
+    for name, scale, (h, w) in cases:
+        x = torch.randint(16, 236, (1, 1, h, w), dtype=torch.uint8)
+        up = LumaUpscaler(create_model(name, scale=scale, weights=None), device="cpu", dtype=torch.bfloat16)
+        tile = up._cache_tile(x)
+        times = {}
+        for label, chooser in (("cache tiles", up._cache_tile), ("whole frame", lambda _x: 0)):
+            up._cache_tile = chooser  # type: ignore[method-assign]
+            with torch.inference_mode():
+                up(x)
+                runs = []
+                for _ in range(repeats):
+                    t = time.perf_counter()
+                    up(x)
+                    runs.append(time.perf_counter() - t)
+            times[label] = statistics.median(runs) * 1000
+        print(f"{name} x{scale} {w}x{h}: tile {tile or 'none'}; whole frame {times['whole frame']:.1f} ms, "
+              f"cache tiles {times['cache tiles']:.1f} ms (median of {repeats}, bf16, 1 thread)")
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    sub = ap.add_subparsers(dest="what", required=True)
+    rc = sub.add_parser("real-clip", help="bf16 vs fp32 through the pipeline on mdn_flower")
+    rc.add_argument("--scale", type=int, action="append", choices=(2, 3, 4))
+    rc.add_argument("--frames", type=int, default=6)
+    rc.add_argument("--model", action="append", help="model(s) (default: espcn and espcn-fast)")
+    ct = sub.add_parser("cache-tiles", help="fused engine with and without cache tiles")
+    ct.add_argument("--repeats", type=int, default=5)
+    args = ap.parse_args()
+    if args.what == "real-clip":
+        for scale in args.scale or [2, 3]:
+            real_clip(scale, args.frames, args.model or ["espcn", "espcn-fast"])
+    else:
+        cache_tiles(args.repeats)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
