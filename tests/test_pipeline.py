@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 from fractions import Fraction
 from pathlib import Path
 
@@ -13,6 +14,8 @@ from vsr.config import load_config
 from vsr.errors import OutputExistsError
 from vsr.models import shipped_weights
 from vsr.pipeline import Pipeline
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def pipeline(weights: Path | None, scale: int, model: str = "espcn-fast", **overrides: object) -> Pipeline:
@@ -113,49 +116,24 @@ def test_existing_output_is_never_clobbered(tmp_path: Path, random_weights) -> N
     assert sorted(x.name for x in tmp_path.iterdir()) == ["in.mp4", "out.mp4"]  # no temp file left
 
 
-def _luma_psnr(a: np.ndarray, b: np.ndarray) -> float:
-    mse = np.mean((a.astype(np.float64) - b.astype(np.float64)) ** 2)
-    return float(10 * np.log10(255.0**2 / mse))
+@pytest.fixture(scope="module")
+def engine_checks():
+    """tools/engine_checks.py, whose real-clip measurement this test shares."""
+    spec = importlib.util.spec_from_file_location("engine_checks", REPO / "tools" / "engine_checks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
 
 
 @pytest.mark.parametrize("model", ["espcn-fast", "espcn"])
 @pytest.mark.parametrize("scale", [2, 3])
-def test_quality_beats_bicubic(shared_data: Path, tmp_path: Path, scale: int, model: str) -> None:
-    """Downscale a real clip by r, upscale it with vsr, compare with the original's luma."""
+def test_quality_beats_bicubic(shared_data: Path, tmp_path: Path, engine_checks, scale: int, model: str) -> None:
+    """Downscale a real clip by r (MATLAB bicubic, the training degradation), upscale it with vsr,
+    compare with the original's luma."""
     if shipped_weights(model, scale) is None:
         pytest.skip(f"no shipped {model} x{scale} weights: quality cannot be judged with random weights")
-    import av
-    import cv2
-
-    from vsr.imresize import imresize
-
-    src = shared_data / "videos" / "mdn_flower.mp4"  # 960x540, sharp detail
-    originals, small = [], tmp_path / "small.mkv"
-    with av.open(str(src)) as c, av.open(str(small), "w") as out:
-        v = c.streams.video[0]
-        s = out.add_stream("ffv1", rate=30)
-        s.width, s.height, s.pix_fmt = 960 // scale, 540 // scale, "yuv420p"
-        for i, frame in enumerate(c.decode(v)):
-            if i == 6:
-                break
-            rgb = frame.to_ndarray(format="rgb24")[: 540 // scale * scale, : 960 // scale * scale]
-            originals.append(cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV)[:, :, 0])
-            # The degradation the weights were trained on (MATLAB bicubic with antialiasing).
-            lr = imresize(rgb, output_shape=(540 // scale, 960 // scale))
-            f = av.VideoFrame.from_ndarray(lr, format="rgb24").reformat(format="yuv420p")
-            f.pts = i
-            out.mux(s.encode(f))
-        out.mux(s.encode(None))
-    dst = tmp_path / "up.mkv"
-    pipeline(None, scale, model=model, **{"encoder.codec": "ffv1"}).run(small, dst)
-    with av.open(str(dst)) as c:
-        ups = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-    with av.open(str(small)) as c:
-        lows = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-    sr = np.mean([_luma_psnr(cv2.cvtColor(u, cv2.COLOR_RGB2YUV)[:, :, 0], o) for u, o in zip(ups, originals)])
-    bic = np.mean([
-        _luma_psnr(cv2.cvtColor(cv2.resize(lo, (o.shape[1], o.shape[0]), interpolation=cv2.INTER_CUBIC),
-                                cv2.COLOR_RGB2YUV)[:, :, 0], o)
-        for lo, o in zip(lows, originals)
-    ])
+    small = tmp_path / "small.mkv"
+    originals, bic = engine_checks.degraded_clip(shared_data / "videos" / "mdn_flower.mp4", small, scale)
+    sr = engine_checks.upscaled_psnr(small, tmp_path / "up.mkv", originals,
+                                     {"model.name": model, "model.scale": scale, "device": "cpu"})
     assert sr > bic + 0.1, f"vsr {sr:.2f} dB vs bicubic {bic:.2f} dB"

@@ -4,8 +4,8 @@
 ``real-clip``: bf16 against fp32 through the whole ``vsr run`` pipeline on a real clip. The
 first frames of ``mdn_flower.mp4`` (960x540) are downscaled by r with MATLAB's bicubic,
 stored losslessly (FFV1, yuv420p), upscaled by the pipeline at each precision, and the
-output's luma compared with the original's (PSNR, dB) beside bicubic (``cv2.resize``). This
-is the measure of ``tests/test_pipeline.py::test_quality_beats_bicubic``.
+output's luma compared with the original's (PSNR, dB) beside bicubic (``cv2.resize``).
+``tests/test_pipeline.py::test_quality_beats_bicubic`` uses the same two functions.
 
 ``cache-tiles``: milliseconds per frame of the fused engine with and without the cache tiles
 it picks for large frames (``FusedCpuNet.cache_tile``), bf16, one torch thread, random frames.
@@ -47,11 +47,15 @@ def _psnr(a: np.ndarray, b: np.ndarray) -> float:
     return float(10 * np.log10(255.0**2 / np.mean((a - b) ** 2)))
 
 
-def real_clip(scale: int, frames: int, models: list[str]) -> None:
-    tmp = Path(tempfile.mkdtemp())
+def degraded_clip(source: Path, dst: Path, scale: int, frames: int = 6) -> tuple[list[np.ndarray], float]:
+    """The first ``frames`` of ``source`` (960x540) downscaled by ``scale`` with MATLAB's bicubic, the
+    degradation the weights were trained on, written losslessly to ``dst`` (FFV1, yuv420p).
+
+    Returns the originals' luma and the PSNR of bicubic upscaling (``cv2.resize``) of ``dst``'s frames.
+    """
     h, w = 540 // scale, 960 // scale
-    originals, small = [], tmp / "small.mkv"
-    with av.open(str(SHARED / "videos" / "mdn_flower.mp4")) as src, av.open(str(small), "w") as out:
+    originals = []
+    with av.open(str(source)) as src, av.open(str(dst), "w") as out:
         stream = out.add_stream("ffv1", rate=30)
         stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         for i, frame in enumerate(src.decode(video=0)):
@@ -64,21 +68,32 @@ def real_clip(scale: int, frames: int, models: list[str]) -> None:
             lr.pts = i
             out.mux(stream.encode(lr))
         out.mux(stream.encode(None))
-    with av.open(str(small)) as c:
+    with av.open(str(dst)) as c:
         lows = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
     bicubic = statistics.mean(
         _psnr(_luma(cv2.resize(lo, (o.shape[1], o.shape[0]), interpolation=cv2.INTER_CUBIC)), o)
         for lo, o in zip(lows, originals))
+    return originals, bicubic
+
+
+def upscaled_psnr(src: Path, dst: Path, originals: list[np.ndarray], overrides: dict[str, object]) -> float:
+    """``vsr run`` (the pipeline, configured by ``overrides``) of ``src`` to ``dst``; luma PSNR against ``originals``."""
+    config = load_config(None, {"encoder.codec": "ffv1", "progress": "never", **overrides})
+    Pipeline(config).run(src, dst)
+    with av.open(str(dst)) as c:
+        ups = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    return statistics.mean(_psnr(_luma(u), o) for u, o in zip(ups, originals))
+
+
+def real_clip(scale: int, frames: int, models: list[str]) -> None:
+    tmp = Path(tempfile.mkdtemp())
+    small = tmp / "small.mkv"
+    originals, bicubic = degraded_clip(SHARED / "videos" / "mdn_flower.mp4", small, scale, frames)
     print(f"x{scale}: bicubic {bicubic:.2f} dB")
     for model in models:
         for precision in ("fp32", "bf16"):
-            dst = tmp / f"{model}_{precision}.mkv"
-            config = load_config(None, {"model.name": model, "model.scale": scale, "encoder.codec": "ffv1",
-                                        "device": "cpu", "precision": precision, "progress": "never"})
-            Pipeline(config).run(small, dst)
-            with av.open(str(dst)) as c:
-                ups = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-            sr = statistics.mean(_psnr(_luma(u), o) for u, o in zip(ups, originals))
+            sr = upscaled_psnr(small, tmp / f"{model}_{precision}.mkv", originals,
+                               {"model.name": model, "model.scale": scale, "device": "cpu", "precision": precision})
             print(f"x{scale}: {model} {precision} {sr:.2f} dB")
 
 

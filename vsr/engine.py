@@ -119,7 +119,7 @@ class LumaUpscaler:
         self.model = model.eval().to(self.device, dtype=dtype, memory_format=self.memory_format)
         for p in self.model.parameters():
             p.requires_grad_(False)
-        self._fused: FusedCpuNet | None = None
+        self._fused: FusedCpuNet | None = None  # set first: _checked runs the module through _run
         self._fused = self._checked(net) if net is not None else None
         self._max_value = 255  # of the integer planes being tiled
 

@@ -48,8 +48,8 @@ class TrainConfig:
     scale: int = 3
     data: tuple[str, ...] = ()
     # Defaults: the recipe of the shipped espcn weights (docs/MODELS.md). 32 patches of 24x24 LR
-    # pixels make a step 5x faster than 64 of 32x32 on a CPU core (activations stay in cache), so
-    # the same minutes give 5x the optimiser steps; MSE throughout is what PSNR measures.
+    # pixels make a step 4x faster than 64 of 32x32 on a CPU core (activations stay in cache), so
+    # the same minutes give 4x the optimiser steps; MSE throughout is what PSNR measures.
     image_scales: tuple[float, ...] = (1.0, 0.8, 0.6)
     steps: int = 20000
     batch_size: int = 32

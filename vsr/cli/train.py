@@ -47,7 +47,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(default {d['l2_from']:g}: MSE throughout)")
     parser.add_argument("--bf16-until", type=float, default=d["bf16_until"],
                         help=f"fraction of the steps run under bf16 autocast, the rest in fp32 (default {d['bf16_until']:g})")
-    parser.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    parser.add_argument("--seed", type=int, default=d["seed"], help=f"random seed (default {d['seed']})")
     parser.add_argument("--init", metavar="FILE",
                         help="start from the tensors of FILE that fit (e.g. another scale's feature layers)")
     parser.add_argument("--val", metavar="DIR", help="validation image folder (e.g. Set5), PSNR under the protocol")
