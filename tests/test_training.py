@@ -44,14 +44,58 @@ def _config(folder: Path, **kw) -> TrainConfig:
 def test_patches_are_aligned_and_deterministic(image_folder: Path) -> None:
     pairs = load_training_images((str(image_folder),), 2)
     data = PatchData(pairs, scale=2, patch=8, seed=1)
-    lr, hr = data.batch(5, 6)
-    assert lr.shape == (6, 1, 8, 8) and hr.shape == (6, 1, 16, 16)
-    lr2, hr2 = data.batch(5, 6)
+    lr, hr, mask = data.batch(5, 6)
+    assert lr.shape == (6, 1, 8, 8) and hr.shape == (6, 1, 16, 16) and mask is None
+    lr2, hr2, _ = data.batch(5, 6)
     assert torch.equal(lr, lr2) and torch.equal(hr, hr2)
     assert not torch.equal(lr, data.batch(6, 6)[0])
     # HR patches averaged 2x2 look like their LR patches (aligned crops, same flips)
     pooled = torch.nn.functional.avg_pool2d(hr, 2)
     assert float((pooled - lr).abs().mean()) < 0.03
+
+
+def test_grid_phases_pair_each_shifted_image_with_its_own_lr(image_folder: Path) -> None:
+    from vsr.evaluate import list_images, make_lr, modcrop, to_y
+
+    plain = load_training_images((str(image_folder),), 2)
+    phased = load_training_images((str(image_folder),), 2, grid_phases=True)
+    assert len(phased) == 4 * len(plain)
+    for got, want in zip(phased[::4], plain):  # shift (0, 0) is the plain pair
+        assert np.array_equal(got[0], want[0]) and np.array_equal(got[1], want[1])
+    img = load_image(list_images(image_folder)[1])
+    lr, hr = phased[4 + 3]  # second image, shift (1, 1)
+    assert np.array_equal(hr, to_y(modcrop(img[1:, 1:], 2)))
+    assert np.array_equal(lr, to_y(make_lr(modcrop(img[1:, 1:], 2), 2)))
+    assert not np.array_equal(lr[:-1, :-1], phased[4][0][:-1, :-1])  # another sampling of the same content
+
+
+def test_context_windows_see_real_pixels_or_the_image_border() -> None:
+    """With context, every pixel the loss counts has its whole halo inside the input window,
+    except where the halo leaves the image (where inference zero-pads too)."""
+    scale, patch, context = 2, 6, 3
+    ys, xs = np.mgrid[0:20, 0:30]
+    code = (ys * 100 + xs).astype(np.float64)  # each LR pixel's value names its position
+    hr_code = np.kron(code, np.ones((scale, scale)))
+    data = PatchData([(code, hr_code)], scale=scale, patch=patch, seed=4, context=context)
+    assert data.window == patch + 2 * context
+    counted_rows: set[int] = set()
+    for step in range(40):
+        lr, hr, mask = data.batch(step, 8)
+        assert lr.shape == (8, 1, 12, 12) and hr.shape == mask.shape == (8, 1, 24, 24)
+        assert torch.equal(hr, torch.kron(lr, torch.ones(1, 1, scale, scale)))  # aligned, same flips
+        for n in range(8):
+            pos = np.rint(lr[n, 0].double().numpy() * 255).astype(int)
+            window = {(int(v) // 100, int(v) % 100) for v in pos.ravel()}
+            assert len(window) == 144
+            m = mask[n, 0, ::scale, ::scale].numpy()
+            assert float(mask[n].sum()) == (patch * scale) ** 2
+            for iy, ix in ((int(v) // 100, int(v) % 100) for v in pos[m == 1]):
+                counted_rows.add(iy)
+                for dy in range(-context, context + 1):
+                    for dx in range(-context, context + 1):
+                        y, x = iy + dy, ix + dx
+                        assert (y, x) in window or not (0 <= y < 20 and 0 <= x < 30)
+    assert {0, 19} <= counted_rows  # the image's own border rows are trained too
 
 
 def test_tiny_run_lowers_loss_and_writes_checkpoint(image_folder: Path, tmp_path: Path) -> None:
@@ -68,8 +112,9 @@ def test_tiny_run_lowers_loss_and_writes_checkpoint(image_folder: Path, tmp_path
     assert json.loads(lines[-1])["step"] == 40
 
 
-def test_interrupted_then_resumed_equals_uninterrupted(image_folder: Path, tmp_path: Path) -> None:
-    config = _config(image_folder)
+@pytest.mark.parametrize("data_options", [{}, {"context": 2, "grid_phases": True}])
+def test_interrupted_then_resumed_equals_uninterrupted(image_folder: Path, tmp_path: Path, data_options) -> None:
+    config = _config(image_folder, **data_options)
     whole = train(config, tmp_path / "whole", log=lambda s: None, checkpoint_every=2)
     part = train(config, tmp_path / "part", stop_after=3, log=lambda s: None, checkpoint_every=2)
     assert part.steps == 3 and not part.weights.exists()
@@ -84,6 +129,20 @@ def test_interrupted_then_resumed_equals_uninterrupted(image_folder: Path, tmp_p
     assert a.keys() == b.keys()
     for k in a:
         assert torch.equal(a[k], b[k]), k
+
+
+def test_checkpoint_older_than_the_data_options_resumes_with_their_defaults(image_folder: Path,
+                                                                           tmp_path: Path) -> None:
+    config = _config(image_folder)
+    train(config, tmp_path / "old", stop_after=2, log=lambda s: None, checkpoint_every=2)
+    ckpt_path = tmp_path / "old" / "checkpoint.pt"
+    ckpt = torch.load(ckpt_path, weights_only=True)
+    for key in ("context", "grid_phases"):  # as written before these options existed
+        del ckpt["config"][key]
+    torch.save(ckpt, ckpt_path)
+    with pytest.raises(ConfigError, match="context"):
+        train(_config(image_folder, context=2), tmp_path / "old", resume=True, log=lambda s: None)
+    assert train(config, tmp_path / "old", resume=True, log=lambda s: None).steps == config.steps
 
 
 def test_validation_psnr_is_reported(image_folder: Path, tmp_path: Path) -> None:
@@ -118,8 +177,9 @@ def test_cli_train_runs(image_folder: Path, tmp_path: Path, capsys) -> None:
     out = tmp_path / "cli"
     rc = cli_main(["train", "--model", "espcn-fast", "--scale", "2", "--data", str(image_folder),
                    "--out", str(out), "--steps", "3", "--batch-size", "2", "--patch", "8", "--warmup", "1",
-                   "--log-every", "1"])
+                   "--log-every", "1", "--context", "1", "--grid-phases"])
     assert rc == 0
-    assert (out / "espcn-fast_x2.safetensors").is_file()
+    _, meta = read_weights(out / "espcn-fast_x2.safetensors")
+    assert meta["training"]["context"] == 1 and meta["training"]["grid_phases"] is True
     assert "wrote" in capsys.readouterr().out
     assert load_image(next(image_folder.iterdir())).shape == (60, 72, 3)

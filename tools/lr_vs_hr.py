@@ -325,7 +325,7 @@ def train_or_reuse(kind: str, scale: int, s: Settings, say: Callable[[str], None
     if weights.is_file() and ckpt.is_file():
         state, meta = read_weights(weights)
         saved = torch.load(ckpt, map_location="cpu", weights_only=True)
-        if meta.get("steps") == s.steps and saved["config"] == config.to_dict():
+        if meta.get("steps") == s.steps and TrainConfig.from_dict(saved["config"]) == config:
             model.load_state_dict(state)
             say(f"{kind}-net x{scale}: reusing {weights}")
             return model.eval(), list(saved["history"]), float(saved["seconds"])

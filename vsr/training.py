@@ -1,11 +1,13 @@
 """Training ESPCN variants on image folders (the logic behind ``vsr train`` and ``tools/train.py``).
 
 Data: every image of the given folders (e.g. T91 + BSD200, the "291" set), optionally also
-MATLAB-downscaled copies (``image_scales``), modcropped; the LR image is made once per image
-with the evaluation protocol's own degradation (:func:`vsr.evaluate.make_lr`), and both are
-kept as 8-bit Y.  A training patch is an aligned crop (``patch`` LR pixels, ``patch*scale``
-HR pixels) with one of the 8 flips/rotations; since the bicubic kernel is symmetric, the
-transformed pair is exactly what the protocol would make of the transformed image.
+MATLAB-downscaled copies (``image_scales``) and copies shifted against the downscaling grid
+(``grid_phases``), modcropped; the LR image is made once per image with the evaluation
+protocol's own degradation (:func:`vsr.evaluate.make_lr`), and both are kept as 8-bit Y.  A
+training patch is an aligned crop (``patch`` LR pixels, ``patch*scale`` HR pixels) with one of
+the 8 flips/rotations; since the bicubic kernel is symmetric, the transformed pair is exactly
+what the protocol would make of the transformed image.  With ``context`` the network also sees
+real pixels around the patch that the loss ignores (:class:`PatchData`).
 
 Determinism and resuming: the batch of step ``i`` is drawn from ``default_rng([seed, i])``
 alone, the learning rate and loss are functions of ``i``, and the checkpoint holds the
@@ -59,6 +61,13 @@ class TrainConfig:
     warmup: int = 2000
     l2_from: float = 0.0
     bf16_until: float = 0.9
+    # Two data options measured on espcn x3 (docs/MODELS.md, "What did not help"): neither moved
+    # Set5 beyond run-to-run noise, so the default recipe keeps them off.
+    # context: LR pixels of real image around each patch that the loss ignores (PatchData; the
+    # network's halo, 4 for espcn, removes every zero-padded edge); 0: loss over the whole patch.
+    context: int = 0
+    # grid_phases: each image also shifted by 0..scale-1 pixels before downscaling (load_training_images).
+    grid_phases: bool = False
     seed: int = 0
     init: str | None = None
 
@@ -75,6 +84,8 @@ class TrainConfig:
             raise ConfigError(f"need 0 < min_lr <= lr, got lr={self.lr}, min_lr={self.min_lr}")
         if not (0.0 <= self.l2_from <= 1.0 and 0.0 <= self.bf16_until <= 1.0):
             raise ConfigError("l2_from and bf16_until are fractions of the steps, in [0, 1]")
+        if self.context < 0:
+            raise ConfigError(f"context must be 0 or more LR pixels, got {self.context}")
         if not self.image_scales or any(not 0.1 <= s <= 1.0 for s in self.image_scales):
             raise ConfigError(f"image scales must lie in [0.1, 1], got {self.image_scales}")
 
@@ -83,6 +94,11 @@ class TrainConfig:
         d["data"] = list(self.data)
         d["image_scales"] = list(self.image_scales)
         return d
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
+        """The inverse of :meth:`to_dict`; options newer than ``d`` (an older checkpoint's) take their defaults."""
+        return cls(**{**d, "data": tuple(d["data"]), "image_scales": tuple(d["image_scales"])})
 
     def learning_rate(self, step: int) -> float:
         if step < self.warmup:
@@ -108,52 +124,89 @@ class TrainResult:
 
 
 def load_training_images(
-    folders: tuple[str, ...], scale: int, image_scales: tuple[float, ...] = (1.0,)
+    folders: tuple[str, ...], scale: int, image_scales: tuple[float, ...] = (1.0,), *, grid_phases: bool = False
 ) -> list[tuple[np.ndarray, np.ndarray]]:
-    """``(lr_y, hr_y)`` 8-bit pairs for every image (and downscaled copy) of ``folders``."""
+    """``(lr_y, hr_y)`` 8-bit pairs for every image (and downscaled copy) of ``folders``.
+
+    ``grid_phases``: also pair each HR image cropped by ``(dy, dx)``, ``0 <= dy, dx < scale``, with its
+    own LR image, so that the downscaling grid meets the content at every phase (``scale**2``
+    pairs an image instead of one; the HR arrays are views, the LR ones are ``1/scale**2`` the size).
+    """
     pairs: list[tuple[np.ndarray, np.ndarray]] = []
+    shifts = [(dy, dx) for dy in range(scale) for dx in range(scale)] if grid_phases else [(0, 0)]
     for folder in folders:
         for path in list_images(folder):
             img = load_image(path)
             for s in image_scales:
                 src = img if s == 1.0 else imresize(img, s)
-                hr = modcrop(src, scale)
-                if min(hr.shape[:2]) < 2 * scale:
-                    continue
-                pairs.append((to_y(make_lr(hr, scale)), to_y(hr)))
+                src_y = to_y(src)
+                for dy, dx in shifts:
+                    hr = modcrop(src[dy:, dx:], scale)
+                    if min(hr.shape[:2]) < 2 * scale:
+                        continue
+                    pairs.append((to_y(make_lr(hr, scale)), modcrop(src_y[dy:, dx:], scale)))
     return pairs
 
 
 class PatchData:
-    """Aligned LR/HR Y patches with flips and rotations, batch ``i`` a pure function of ``(seed, i)``."""
+    """Aligned LR/HR Y patches with flips and rotations, batch ``i`` a pure function of ``(seed, i)``.
 
-    def __init__(self, pairs: list[tuple[np.ndarray, np.ndarray]], *, scale: int, patch: int, seed: int):
-        self.scale, self.patch, self.seed = scale, patch, seed
-        self.pairs = [(lr, hr) for lr, hr in pairs if min(lr.shape) >= patch]
+    ``context``: LR pixels of real image around each patch that the network sees but the loss
+    ignores.  A network with zero padding computes the outer ``halo`` pixels of a bare patch from
+    zeros that are not there in a whole frame; without context more than half of a 24x24 patch's
+    loss (for espcn's halo of 4) trains that artificial edge instead of the interior.  With
+    context the window is ``patch + 2*context`` pixels, shifted inward where the patch lies near
+    the image's edge, so zero padding is seen only where inference sees it too: at the image border.
+    """
+
+    def __init__(self, pairs: list[tuple[np.ndarray, np.ndarray]], *, scale: int, patch: int, seed: int,
+                 context: int = 0):
+        self.scale, self.patch, self.seed, self.context = scale, patch, seed, context
+        window = patch + 2 * context
+        self.pairs = [(lr, hr) for lr, hr in pairs if min(lr.shape) >= window]
         if not self.pairs:
-            raise ConfigError(f"no training image is at least {patch * scale} pixels on each side")
+            raise ConfigError(f"no training image is at least {window * scale} pixels on each side")
         positions = np.array([(lr.shape[0] - patch + 1) * (lr.shape[1] - patch + 1) for lr, _ in self.pairs], float)
         self.weights = positions / positions.sum()
 
-    def batch(self, step: int, size: int) -> tuple[torch.Tensor, torch.Tensor]:
+    @property
+    def window(self) -> int:
+        """Side of the LR input patches, context included."""
+        return self.patch + 2 * self.context
+
+    def batch(self, step: int, size: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor | None]:
+        """``(lr, hr, mask)``: ``mask`` is 1 on the HR pixels the loss counts, None when that is all of them."""
         rng = np.random.default_rng([self.seed, step])
-        p, r = self.patch, self.scale
+        p, r, c, w = self.patch, self.scale, self.context, self.window
         which = rng.choice(len(self.pairs), size=size, p=self.weights)
-        lr_out = np.empty((size, 1, p, p), np.float32)
-        hr_out = np.empty((size, 1, p * r, p * r), np.float32)
+        lr_out = np.empty((size, 1, w, w), np.float32)
+        hr_out = np.empty((size, 1, w * r, w * r), np.float32)
+        mask_out = np.zeros((size, 1, w, w), np.float32) if c else None
         for n, idx in enumerate(which):
             lr, hr = self.pairs[idx]
             y = int(rng.integers(0, lr.shape[0] - p + 1))
             x = int(rng.integers(0, lr.shape[1] - p + 1))
-            a = lr[y : y + p, x : x + p]
-            b = hr[y * r : (y + p) * r, x * r : (x + p) * r]
+            wy = min(max(y - c, 0), lr.shape[0] - w)
+            wx = min(max(x - c, 0), lr.shape[1] - w)
+            a = lr[wy : wy + w, wx : wx + w]
+            b = hr[wy * r : (wy + w) * r, wx * r : (wx + w) * r]
+            m = None
+            if mask_out is not None:
+                m = np.zeros((w, w), np.float32)
+                m[y - wy : y - wy + p, x - wx : x - wx + p] = 1.0
             k = int(rng.integers(0, 8))
             if k & 4:
                 a, b = a[:, ::-1], b[:, ::-1]
+                m = None if m is None else m[:, ::-1]
             a, b = np.rot90(a, k & 3), np.rot90(b, k & 3)
             lr_out[n, 0] = a
             hr_out[n, 0] = b
-        return torch.from_numpy(lr_out / 255.0), torch.from_numpy(hr_out / 255.0)
+            if mask_out is not None:
+                mask_out[n, 0] = np.rot90(m, k & 3)
+        mask = None
+        if mask_out is not None:
+            mask = torch.from_numpy(mask_out).repeat_interleave(r, dim=2).repeat_interleave(r, dim=3)
+        return torch.from_numpy(lr_out / 255.0), torch.from_numpy(hr_out / 255.0), mask
 
 
 def resolve_device(device: str) -> torch.device:
@@ -165,6 +218,14 @@ def resolve_device(device: str) -> torch.device:
         return torch.device(device)
     except RuntimeError:
         raise DeviceError(f"unknown device {device!r}; use cpu, cuda or cuda:N") from None
+
+
+def _patch_loss(pred: torch.Tensor, target: torch.Tensor, mask: torch.Tensor | None, *, l2: bool) -> torch.Tensor:
+    """Mean squared (``l2``) or absolute error over the pixels where ``mask`` is 1 (all when None)."""
+    if mask is None:
+        return F.mse_loss(pred, target) if l2 else F.l1_loss(pred, target)
+    err = (pred - target) * mask
+    return (err.square() if l2 else err.abs()).sum() / mask.sum()
 
 
 def _init_from(model: ESPCN, path: str) -> list[str]:
@@ -230,8 +291,9 @@ def train(
     step, history, seconds_before = 0, [], 0.0
     if resume and ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, map_location=dev, weights_only=True)
-        if ckpt["config"] != config.to_dict():
-            diff = {k: (v, config.to_dict().get(k)) for k, v in ckpt["config"].items() if config.to_dict().get(k) != v}
+        saved = TrainConfig.from_dict(ckpt["config"]).to_dict()
+        if saved != config.to_dict():
+            diff = {k: (v, config.to_dict().get(k)) for k, v in saved.items() if config.to_dict().get(k) != v}
             raise ConfigError(f"{str(ckpt_path)!r} was made with other settings {diff}; use a new --out or the same flags")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
@@ -241,14 +303,16 @@ def train(
         raise ConfigError(f"{str(ckpt_path)!r} exists: pass --resume to continue it, or choose another --out")
 
     t_load = time.perf_counter()
-    data = PatchData(load_training_images(config.data, config.scale, config.image_scales),
-                     scale=config.scale, patch=config.patch, seed=config.seed)
+    context = config.context
+    data = PatchData(load_training_images(config.data, config.scale, config.image_scales,
+                                          grid_phases=config.grid_phases),
+                     scale=config.scale, patch=config.patch, seed=config.seed, context=context)
     val_samples: list[Sample] = []
     if val is not None:
         val_samples = [prepare_sample(load_image(p), config.scale, p.name) for p in list_images(val)]
     say(f"{config.model} x{config.scale}: {len(data.pairs)} training images loaded in "
         f"{time.perf_counter() - t_load:.1f}s; {config.steps} steps of {config.batch_size} "
-        f"patches {config.patch}->{config.patch * config.scale} on {dev}"
+        f"patches {config.patch}->{config.patch * config.scale} (context {context}) on {dev}"
         + (f"; init {len(initialised)} tensors from {config.init}" if initialised else ""))
 
     def validate() -> float | None:
@@ -267,7 +331,7 @@ def train(
     val_psnr: float | None = None
     try:
         while step < end:
-            lr_b, hr_b = data.batch(step, config.batch_size)
+            lr_b, hr_b, mask = data.batch(step, config.batch_size)
             lr_b, hr_b = lr_b.to(dev), hr_b.to(dev)
             if dev.type == "cpu":
                 lr_b = lr_b.contiguous(memory_format=torch.channels_last)
@@ -276,7 +340,7 @@ def train(
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=config.uses_bf16(step)):
                 pred = model(lr_b)
             pred = pred.float()
-            loss = F.mse_loss(pred, hr_b) if config.uses_l2(step) else F.l1_loss(pred, hr_b)
+            loss = _patch_loss(pred, hr_b, None if mask is None else mask.to(dev), l2=config.uses_l2(step))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -327,8 +391,7 @@ def train(
 def export_checkpoint(checkpoint: str | Path, weights: str | Path) -> Path:
     """Write the model of a (possibly unfinished) training checkpoint as a weights file."""
     ckpt = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
-    config = TrainConfig(**{**ckpt["config"], "data": tuple(ckpt["config"]["data"]),
-                            "image_scales": tuple(ckpt["config"]["image_scales"])})
+    config = TrainConfig.from_dict(ckpt["config"])
     model = create_model(config.model, scale=config.scale, weights=None)
     model.load_state_dict(ckpt["model"])
     return save_weights(model, weights, training=config.to_dict(), steps=int(ckpt["step"]), seed=config.seed,

@@ -47,6 +47,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              f"(default {d['l2_from']:g}: MSE throughout)")
     parser.add_argument("--bf16-until", type=float, default=d["bf16_until"],
                         help=f"fraction of the steps run under bf16 autocast, the rest in fp32 (default {d['bf16_until']:g})")
+    parser.add_argument("--context", type=int, default=d["context"], metavar="N",
+                        help="LR pixels of real image around each patch that the network sees and the loss "
+                             "ignores; the network's halo (4 for espcn) leaves no zero-padded edge in the loss "
+                             "(default 0: the loss covers the whole patch)")
+    parser.add_argument("--grid-phases", action="store_true", default=d["grid_phases"],
+                        help="also train on each image shifted by 0..scale-1 pixels before downscaling "
+                             "(scale^2 LR images an image: the sampling grid at every phase)")
     parser.add_argument("--seed", type=int, default=d["seed"], help=f"random seed (default {d['seed']})")
     parser.add_argument("--init", metavar="FILE",
                         help="start from the tensors of FILE that fit (e.g. another scale's feature layers)")
@@ -71,7 +78,8 @@ def main(args: argparse.Namespace) -> int:
     config = TrainConfig(
         model=args.model, scale=args.scale, data=tuple(args.data), image_scales=tuple(args.image_scales),
         steps=args.steps, batch_size=args.batch_size, patch=args.patch, lr=args.lr, min_lr=args.min_lr,
-        warmup=args.warmup, l2_from=args.l2_from, bf16_until=args.bf16_until, seed=args.seed, init=args.init,
+        warmup=args.warmup, l2_from=args.l2_from, bf16_until=args.bf16_until, context=args.context,
+        grid_phases=args.grid_phases, seed=args.seed, init=args.init,
     )
     from ..models import get_spec
 
