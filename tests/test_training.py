@@ -143,6 +143,8 @@ def test_checkpoint_older_than_the_data_options_resumes_with_their_defaults(imag
     with pytest.raises(ConfigError, match="context"):
         train(_config(image_folder, context=2), tmp_path / "old", resume=True, log=lambda s: None)
     assert train(config, tmp_path / "old", resume=True, log=lambda s: None).steps == config.steps
+    with pytest.raises(ConfigError, match="unknown options \\['sharpen'\\]"):
+        TrainConfig.from_dict({**config.to_dict(), "sharpen": 1.0})  # a newer vsr's checkpoint
 
 
 def test_validation_psnr_is_reported(image_folder: Path, tmp_path: Path) -> None:

@@ -27,7 +27,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
 from typing import Any, Callable
 
@@ -98,6 +98,10 @@ class TrainConfig:
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "TrainConfig":
         """The inverse of :meth:`to_dict`; options newer than ``d`` (an older checkpoint's) take their defaults."""
+        unknown = sorted(set(d) - {f.name for f in fields(cls)})
+        if unknown:
+            raise ConfigError(f"training settings with unknown options {unknown}: written by another vsr version; "
+                              "train into a new --out")
         return cls(**{**d, "data": tuple(d["data"]), "image_scales": tuple(d["image_scales"])})
 
     def learning_rate(self, step: int) -> float:
@@ -303,16 +307,15 @@ def train(
         raise ConfigError(f"{str(ckpt_path)!r} exists: pass --resume to continue it, or choose another --out")
 
     t_load = time.perf_counter()
-    context = config.context
     data = PatchData(load_training_images(config.data, config.scale, config.image_scales,
                                           grid_phases=config.grid_phases),
-                     scale=config.scale, patch=config.patch, seed=config.seed, context=context)
+                     scale=config.scale, patch=config.patch, seed=config.seed, context=config.context)
     val_samples: list[Sample] = []
     if val is not None:
         val_samples = [prepare_sample(load_image(p), config.scale, p.name) for p in list_images(val)]
     say(f"{config.model} x{config.scale}: {len(data.pairs)} training images loaded in "
         f"{time.perf_counter() - t_load:.1f}s; {config.steps} steps of {config.batch_size} "
-        f"patches {config.patch}->{config.patch * config.scale} (context {context}) on {dev}"
+        f"patches {config.patch}->{config.patch * config.scale} (context {config.context}) on {dev}"
         + (f"; init {len(initialised)} tensors from {config.init}" if initialised else ""))
 
     def validate() -> float | None:
