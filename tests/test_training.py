@@ -98,6 +98,19 @@ def test_context_windows_see_real_pixels_or_the_image_border() -> None:
     assert {0, 19} <= counted_rows  # the image's own border rows are trained too
 
 
+def test_masked_loss_counts_only_the_patch() -> None:
+    from vsr.training import _patch_loss
+
+    target = torch.zeros(2, 1, 6, 6)
+    mask = torch.zeros_like(target)
+    mask[:, :, 2:4, 2:4] = 1.0
+    pred = torch.full_like(target, 5.0)  # wrong everywhere outside the patch ...
+    pred[:, :, 2:4, 2:4] = 0.5  # ... off by 0.5 inside it
+    assert float(_patch_loss(pred, target, mask, l2=True)) == pytest.approx(0.25)
+    assert float(_patch_loss(pred, target, mask, l2=False)) == pytest.approx(0.5)
+    assert float(_patch_loss(pred, target, None, l2=False)) == pytest.approx((5.0 * 32 + 0.5 * 8) / 72)
+
+
 def test_tiny_run_lowers_loss_and_writes_checkpoint(image_folder: Path, tmp_path: Path) -> None:
     config = _config(image_folder, steps=40, l2_from=1.0, bf16_until=0.0, lr=5e-3, warmup=1)
     result = train(config, tmp_path / "run", val=None, log_every=5, checkpoint_every=20, log=lambda s: None)
