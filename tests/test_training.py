@@ -108,7 +108,7 @@ def test_masked_loss_counts_only_the_patch() -> None:
     pred[:, :, 2:4, 2:4] = 0.5  # ... off by 0.5 inside it
     assert float(_patch_loss(pred, target, mask, l2=True)) == pytest.approx(0.25)
     assert float(_patch_loss(pred, target, mask, l2=False)) == pytest.approx(0.5)
-    assert float(_patch_loss(pred, target, None, l2=False)) == pytest.approx((5.0 * 32 + 0.5 * 8) / 72)
+    assert float(_patch_loss(pred, target, None, l2=False)) == pytest.approx((5.0 * 64 + 0.5 * 8) / 72)
 
 
 def test_tiny_run_lowers_loss_and_writes_checkpoint(image_folder: Path, tmp_path: Path) -> None:
