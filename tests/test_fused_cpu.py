@@ -24,8 +24,7 @@ def luma(shared_data: Path) -> np.ndarray:
     with av.open(str(shared_data / "videos" / "mdn_flower.mp4")) as c:
         frame = next(c.decode(video=0))
     y = frame.to_ndarray(format="gray")  # 960x540
-    small = y.reshape(180, 3, 320, 3).astype(np.float64).mean(axis=(1, 3))
-    return small
+    return y.reshape(180, 3, 320, 3).astype(np.float64).mean(axis=(1, 3))
 
 
 def _upscale(luma: np.ndarray, max_value: int, dtype: torch.dtype, fused: bool,

@@ -29,10 +29,7 @@ def test_weights_ship_small_with_training_metadata(name: str, scale: int) -> Non
     assert meta["steps"] >= 1000
 
 
-_BEATS_BICUBIC = list(SHIPPED)
-
-
-@pytest.mark.parametrize("name,scale", _BEATS_BICUBIC)
+@pytest.mark.parametrize("name,scale", SHIPPED)
 def test_shipped_model_beats_bicubic_on_set5(shared_data: Path, name: str, scale: int) -> None:
     model = create_model(name, scale=scale)  # loads the shipped file by name
     result = evaluate(model, shared_data / "benchmark" / "Set5", scale)

@@ -152,7 +152,7 @@ def draw(points: list[dict[str, Any]], out: Path, title: str) -> None:
                       for tx in (x + 12, x - 12 - size)]
         tx, ty = next(((a, b) for a, b in candidates if free((a, b - 13, a + size, b + 4))), candidates[0])
         placed.append((tx, ty - 13, tx + size, ty + 4))
-        if abs(ty - (y + 5)) > 0:
+        if ty != y + 5:
             cv2.line(img, (x, y), (tx if tx > x else tx + size, ty - 5), c, 1, cv2.LINE_AA)
         cv2.putText(img, text, (tx, ty), font, 0.48, c, 1, cv2.LINE_AA)
     cv2.putText(img, title, (left, 36), font, 0.62, black, 1, cv2.LINE_AA)

@@ -153,8 +153,8 @@ class LumaUpscaler:
     def _run(self, x: torch.Tensor, net: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """``net`` on whole frames, or in tiles when they are larger than ``tile`` or memory runs out."""
         while True:
+            tile = self.tile or self._cache_tile(x)
             try:
-                tile = self.tile or self._cache_tile(x)
                 if tile and max(x.shape[-2:]) > tile:
                     return self._tiled(x, _Tiling(tile, self.halo))
                 return net(x)
@@ -163,7 +163,7 @@ class LumaUpscaler:
                     raise
                 if self.device.type == "cuda":
                     torch.cuda.empty_cache()
-                current = self.tile or self._cache_tile(x) or max(x.shape[-2:])
+                current = tile or max(x.shape[-2:])
                 if current <= _MIN_TILE:
                     raise DeviceError(
                         f"{self.device.type} out of memory even in {current}-pixel tiles of "

@@ -166,10 +166,9 @@ class PatchData:
     def __init__(self, pairs: list[tuple[np.ndarray, np.ndarray]], *, scale: int, patch: int, seed: int,
                  context: int = 0):
         self.scale, self.patch, self.seed, self.context = scale, patch, seed, context
-        window = patch + 2 * context
-        self.pairs = [(lr, hr) for lr, hr in pairs if min(lr.shape) >= window]
+        self.pairs = [(lr, hr) for lr, hr in pairs if min(lr.shape) >= self.window]
         if not self.pairs:
-            raise ConfigError(f"no training image is at least {window * scale} pixels on each side")
+            raise ConfigError(f"no training image is at least {self.window * scale} pixels on each side")
         positions = np.array([(lr.shape[0] - patch + 1) * (lr.shape[1] - patch + 1) for lr, _ in self.pairs], float)
         self.weights = positions / positions.sum()
 
@@ -295,9 +294,9 @@ def train(
     step, history, seconds_before = 0, [], 0.0
     if resume and ckpt_path.is_file():
         ckpt = torch.load(ckpt_path, map_location=dev, weights_only=True)
-        saved = TrainConfig.from_dict(ckpt["config"]).to_dict()
-        if saved != config.to_dict():
-            diff = {k: (v, config.to_dict().get(k)) for k, v in saved.items() if config.to_dict().get(k) != v}
+        saved, wanted = TrainConfig.from_dict(ckpt["config"]).to_dict(), config.to_dict()
+        if saved != wanted:
+            diff = {k: (v, wanted[k]) for k, v in saved.items() if wanted[k] != v}
             raise ConfigError(f"{str(ckpt_path)!r} was made with other settings {diff}; use a new --out or the same flags")
         model.load_state_dict(ckpt["model"])
         opt.load_state_dict(ckpt["optimizer"])
