@@ -34,7 +34,7 @@ from __future__ import annotations
 
 import torch
 
-from .models import ESPCN
+from ..models import ESPCN
 
 _ACTIVATIONS = {"tanh": "tanh", "relu": "relu"}  # ESPCN activation -> oneDNN post-op
 

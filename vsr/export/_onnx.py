@@ -17,9 +17,9 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ._version import __version__
-from .errors import ConfigError, EncodeError, OutputExistsError
-from .models import ESPCN, create_model
+from .._version import __version__
+from ..errors import ConfigError, EncodeError, OutputExistsError
+from ..models import ESPCN, create_model
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "export_onnx", "onnx_max_difference"]
 

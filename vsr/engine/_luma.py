@@ -1,4 +1,4 @@
-"""Running a model on pixel planes: device and precision choice, tiling, integer I/O.
+"""Running a model on pixel planes: tiling, integer I/O, the out-of-memory fallback.
 
 Synchronous by design: the streaming pipeline (:mod:`vsr.pipeline`) owns threads and
 CUDA streams and calls into this module. The live preview, the Python API and the
@@ -14,57 +14,17 @@ from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from ._fused_cpu import FusedCpuNet
-from .errors import DeviceError
-from .models import ESPCN, create_model
+from ..errors import DeviceError
+from ..models import ESPCN, create_model
+from ._devices import resolve_device, resolve_precision
+from ._fused_bf16 import FusedCpuNet
 
 if TYPE_CHECKING:
-    from .config import PipelineConfig
+    from ..config import PipelineConfig
 
-__all__ = ["LumaUpscaler", "upscaler_from_config", "cpu_has_native_bf16", "resolve_device", "resolve_precision"]
+__all__ = ["LumaUpscaler", "upscaler_from_config"]
 
 log = logging.getLogger("vsr")
-
-_DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
-
-
-def resolve_device(spec: str = "auto") -> torch.device:
-    """``auto`` → CUDA when available, else CPU; ``cuda`` without a GPU is an error."""
-    if spec == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    if spec.startswith("cuda"):
-        if not torch.cuda.is_available():
-            raise DeviceError(f"device {spec!r} requested but CUDA is not available; use --device cpu or auto")
-        dev = torch.device(spec)
-        if dev.index is not None and dev.index >= torch.cuda.device_count():
-            raise DeviceError(f"device {spec!r} does not exist: {torch.cuda.device_count()} CUDA device(s)")
-        return dev
-    if spec == "cpu":
-        return torch.device("cpu")
-    raise DeviceError(f"unknown device {spec!r}; use auto, cpu, cuda or cuda:N")
-
-
-@functools.lru_cache(maxsize=1)
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU computes bf16 in hardware (AVX512-BF16 or AMX), where bf16 is faster than fp32."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
-
-
-def resolve_precision(spec: str, device: torch.device) -> torch.dtype:
-    """``auto`` → fp16 on CUDA, bf16 on CPUs with native bf16, else fp32."""
-    if spec == "auto":
-        if device.type == "cuda":
-            return torch.float16
-        return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
-    if spec == "fp16" and device.type == "cpu":
-        raise DeviceError("precision fp16 is for CUDA; on CPU use bf16 or fp32")
-    return _DTYPES[spec]
-
 
 _MIN_TILE = 64  # the out-of-memory fallback halves the tile down to this size, then gives up
 
@@ -211,7 +171,6 @@ class LumaUpscaler:
         y = self.forward_float(planes.to(self.device).to(self.dtype) / max_value)
         y = y.float().mul_(max_value).round_().clamp_(0, max_value)
         return y.to(planes.dtype)
-
 
 
 def upscaler_from_config(config: PipelineConfig) -> LumaUpscaler:

@@ -1,0 +1,15 @@
+"""Running a model on pixel planes: device and precision choice, tiling, integer I/O.
+
+Synchronous by design: the streaming pipeline (:mod:`vsr.pipeline`) owns threads and
+CUDA streams and calls into this package. The live preview, the Python API and the
+benchmarks use the same :class:`LumaUpscaler`, so every path upscales the same way.
+
+Private modules: ``_devices`` (``auto`` resolved against the machine), ``_luma`` (the
+upscaler: tiling, integer I/O, out-of-memory fallback), ``_fused_bf16`` (the CPU fast path:
+prepacked oneDNN convolutions with fused activations, bf16 or fp32).
+"""
+
+from ._devices import cpu_has_native_bf16, resolve_device, resolve_precision
+from ._luma import LumaUpscaler, upscaler_from_config
+
+__all__ = ["LumaUpscaler", "upscaler_from_config", "cpu_has_native_bf16", "resolve_device", "resolve_precision"]
