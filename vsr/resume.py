@@ -128,6 +128,7 @@ class SegmentedWriter:
         self.path = self.final.path
         self.reader = reader
         self.notes = self.final.notes
+        self.carry = self.final.carry  # what the joined file carries besides the video
         self.frames = 0  # frames written in this run
         self.dest = Path(self.path)
         self.folder = work_folder(self.dest)
@@ -227,7 +228,7 @@ class SegmentedWriter:
             self._finish_segment()
         if self._current is None:
             writer = VideoWriter(self._segment_path(index), self.reader, encoder=self._segment_encoder,
-                                 overwrite=True, format=self._format)
+                                 overwrite=True, format=self._format, carry=False)
             self._current = (index, writer)
         self._current[1].write(item)
         self.frames += 1
@@ -301,7 +302,7 @@ class SegmentedWriter:
                     yield packet
 
     def _copied_packets(self) -> Iterator[av.Packet]:
-        """The input's audio and subtitle packets, from the beginning, as the plain run copies them."""
+        """The input's audio, subtitle and data packets, from the beginning, as the plain run copies them."""
         wanted = {s.index for s in self.reader.passthrough}
         if not wanted:
             return

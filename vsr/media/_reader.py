@@ -12,6 +12,7 @@ from typing import Iterator, Union
 import av
 
 from ..errors import MediaError
+from ._carry import carried_streams, main_video
 from ._frames import native_format
 
 log = logging.getLogger("vsr")
@@ -53,7 +54,7 @@ class VideoReader:
 
     Iterating yields, in demux order, decoded :class:`av.VideoFrame` objects (in a
     planar format vsr handles natively) and the :class:`av.Packet` objects of the
-    ``passthrough`` streams (audio and subtitles).
+    ``passthrough`` streams (audio, subtitles, data; see :mod:`vsr.media._carry`).
     """
 
     def __init__(self, path: str | os.PathLike[str], *, decoder_threads: int = 0) -> None:
@@ -74,16 +75,14 @@ class VideoReader:
         if not self.container.streams.video:
             self.container.close()
             raise MediaError(f"{self.path}: has no video stream")
-        self.video = self.container.streams.video[0]
+        self.video = main_video(self.container)  # the first that is not cover art
         cc = self.video.codec_context
         if cc.width <= 0 or cc.height <= 0:
             self.container.close()
             raise MediaError(f"{self.path}: video stream has no frame size (unreadable stream)")
         self.video.thread_type = "AUTO"
         cc.thread_count = decoder_threads
-        self.passthrough = [
-            s for s in self.container.streams if s.type in ("audio", "subtitle") and s.codec_context is not None
-        ]
+        self.passthrough = carried_streams(self.container, self.video)  # audio, subtitles, data
         self.info = self._probe()
 
     def _probe(self) -> VideoInfo:

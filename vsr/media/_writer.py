@@ -18,12 +18,10 @@ import av
 from .. import _filelock
 from ..config import EncoderConfig
 from ..errors import ConfigError, EncodeError, OutputExistsError, UnsupportedMediaError
+from ._carry import CarryPlan, plan_carry
 from ._reader import Item, VideoReader, _one_line
 
 log = logging.getLogger("vsr")
-
-# Container-level tags that describe the old file, not the new one.
-_STALE_TAGS = {"major_brand", "minor_version", "compatible_brands", "encoder", "creation_time"}
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -172,6 +170,10 @@ class VideoWriter:
     rotation), so streams' packets that arrive before it are held until then. Output
     goes to a temporary file beside ``path``; :meth:`close` renames it over ``path``,
     :meth:`abort` removes it. An existing ``path`` is refused unless ``overwrite``.
+
+    What the input holds besides the picture (audio, subtitles, data, cover art,
+    attachments, chapters, timecode, tags) is carried as :attr:`carry` plans
+    (:mod:`vsr.media._carry`); ``carry=False`` writes the video alone (resume segments).
     """
 
     def __init__(
@@ -182,6 +184,7 @@ class VideoWriter:
         encoder: EncoderConfig,
         overwrite: bool = False,
         format: str | None = None,
+        carry: bool = True,
     ) -> None:
         self.path = os.fspath(path)
         self.reader = reader if isinstance(reader, VideoReader) else None
@@ -244,38 +247,14 @@ class VideoWriter:
                 self._sink.close()
             self._remove_tmp()
             raise EncodeError(f"{self.path}: cannot create this kind of file ({_one_line(exc)})") from None
-        in_meta = reader.container.metadata if isinstance(reader, VideoReader) else {}
-        self.container.metadata.update({k: v for k, v in in_meta.items() if k not in _STALE_TAGS})
         self._copies: dict[int, av.stream.Stream] = {}
         self._reencode: dict[int, av.stream.Stream] = {}
         self.notes: list[str] = []
-
-    # -- streams -------------------------------------------------------------------------
-    def _add_passthrough_streams(self) -> None:
-        supported = self.container.supported_codecs
-        for s in self.reader.passthrough if self.reader is not None else ():
-            name = s.codec_context.name
-            policy = self.encoder.audio if s.type == "audio" else self.encoder.subtitles
-            if policy == "drop":
-                continue
-            if policy == "copy" and name in supported:
-                out = self.container.add_stream_from_template(s)
-                out.metadata.update(s.metadata)
-                self._copies[s.index] = out
-            elif s.type == "audio":
-                codec = self.container.default_audio_codec
-                if codec in (None, "none"):
-                    self._note(f"audio stream {s.index} ({name}) dropped: the output container takes no audio")
-                    continue
-                out = self.container.add_stream(codec, rate=s.codec_context.sample_rate)
-                if s.codec_context.layout is not None:
-                    out.layout = s.codec_context.layout
-                out.metadata.update(s.metadata)
-                self._reencode[s.index] = out
-                if policy == "copy":
-                    self._note(f"audio stream {s.index} ({name}) re-encoded as {codec}: the output container cannot hold {name}")
-            else:
-                self._note(f"subtitle stream {s.index} ({name}) dropped: the output container cannot hold {name}")
+        self.carry = (plan_carry(reader, self.container, encoder, video_only=not carry)
+                      if isinstance(reader, VideoReader) else CarryPlan())
+        self.container.metadata.update(self.carry.global_metadata)
+        for note in self.carry.notes:
+            self._note(note)
 
     def _note(self, message: str) -> None:
         self.notes.append(message)
@@ -360,10 +339,7 @@ class VideoWriter:
         if enc.preset is not None and "preset" in supported:
             options["preset"] = enc.preset
         cc.options = options
-        if self.reader is not None:
-            stream.metadata.update(
-                {k: v for k, v in self.reader.video.metadata.items() if k in ("language", "handler_name", "title")}
-            )
+        self.carry.dress_video(stream)
         return stream
 
     # -- writing -------------------------------------------------------------------------
@@ -388,7 +364,9 @@ class VideoWriter:
 
     def _start_streams(self, video: av.video.stream.VideoStream) -> None:
         self._video = video
-        self._add_passthrough_streams()  # after video, so that video is stream 0
+        # After the video, so that video is stream 0; cover pictures first of all packets.
+        self._copies, self._reencode = self.carry.add_streams(self.container)
+        self.carry.mux_covers(self.container)
         for packet in self._pending:
             self._mux_passthrough(packet)
         self._pending.clear()
@@ -402,7 +380,7 @@ class VideoWriter:
         try:
             if self._video is None:
                 stream = self.container.add_stream_from_template(template)
-                stream.metadata.update(template.metadata)
+                self.carry.dress_video(stream)
                 self._copied_video = True
                 self._start_streams(stream)
             packet.stream = self._video
@@ -430,7 +408,8 @@ class VideoWriter:
     def _mux_passthrough(self, packet: av.Packet) -> None:
         index = packet.stream.index
         if index in self._copies:
-            if packet.size == 2 and packet.stream.codec_context.name == "mov_text" and bytes(packet) == b"\0\0":
+            cc = packet.stream.codec_context
+            if packet.size == 2 and cc is not None and cc.name == "mov_text" and bytes(packet) == b"\0\0":
                 return  # an empty cue between two others: MP4 muxers write their own, so it would be doubled
             packet.stream = self._copies[index]
             self.container.mux(packet)

@@ -304,4 +304,5 @@ class Pipeline:
             latency_ms={"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95))},
             lost_packets=reader.lost_packets,
             notes=tuple(notes),
+            streams=tuple(writer.carry.to_report()),
         )

@@ -43,8 +43,11 @@ class RunReport:
     latency_ms: dict[str, float]  # per frame, decoded → handed to the encoder
     lost_packets: int = 0
     notes: tuple[str, ...] = ()
+    # Per item besides the picture (streams, chapters, timecode, tags): item, kind, action, reason, stream.
+    streams: tuple[dict[str, Any], ...] = ()
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         d["notes"] = list(self.notes)
+        d["streams"] = list(self.streams)
         return d
