@@ -12,9 +12,11 @@ A later ``--resume`` run for the same destination keeps the finished segments wh
 manifest was made for the same input (path, size, modification time) and the same
 settings (model, weights, precision, device type, encoder, segment length); otherwise it
 starts over. Decoding seeks to the first unfinished segment. At the end the segments'
-packets are joined, in order, with the input's audio and subtitles, copied or re-encoded
-from the whole input exactly as without ``--resume``, into a temporary file that replaces
-the destination; then the work folder is removed. Without ``--resume`` none of this runs.
+packets are joined, in order, with the input's audio, subtitles and data, copied or
+re-encoded from the whole input exactly as without ``--resume``, into a temporary file that
+replaces the destination; then the work folder is removed. Segments hold video alone
+(``carry=False``); the join's writer carries the rest (cover art, attachments, chapters,
+timecode, tags) by the same :class:`~vsr.media.CarryPlan` as a plain run. Without ``--resume`` none of this runs.
 
 One run at a time per destination: a run holds an exclusive lock (``flock``) on
 ``.<destination name>.vsr-resume.lock`` for as long as it lives, and a second ``--resume``

@@ -56,7 +56,8 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--audio", choices=("copy", "reencode", "drop"), help="audio policy")
     p.add_argument("-y", "--overwrite", action="store_true", default=None, help="replace an existing output")
     p.add_argument("--report", metavar="FILE",
-                   help="write a JSON report of the run (fps, stages, latency; per file and in total for a batch)")
+                   help="write a JSON report of the run (fps, stages, latency, what was carried or dropped per stream; "
+                        "per file and in total for a batch)")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress bar and no summary line")
     p.add_argument("--resume", action="store_true",
                    help="encode in segments kept beside the output until it is done, and continue an "

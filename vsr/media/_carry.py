@@ -58,7 +58,8 @@ _ATTACHMENTS = frozenset({"matroska"})
 _COVER = frozenset({"mp4", "ipod", "matroska"})  # cover art: MP4 covr atoms; Matroska image attachments
 # Dispositions each muxer writes (what FFmpeg's muxer and demuxer round-trip); others: not known, not noted.
 _D = av.stream.Disposition
-_MKV_DISPOSITIONS = _D.default | _D.dub | _D.original | _D.comment | _D.forced | _D.hearing_impaired | _D.visual_impaired
+_MKV_DISPOSITIONS = (_D.default | _D.dub | _D.original | _D.comment | _D.forced | _D.hearing_impaired
+                     | _D.visual_impaired)
 _MP4_DISPOSITIONS = (_D.default | _D.dub | _D.comment | _D.forced | _D.hearing_impaired | _D.visual_impaired
                      | _D.captions | _D.descriptions)
 _DISPOSITIONS = {"matroska": _MKV_DISPOSITIONS, "webm": _MKV_DISPOSITIONS, "mp4": _MP4_DISPOSITIONS,
@@ -105,10 +106,6 @@ class CarryPlan:
     _covers: list[tuple[av.stream.Stream, bytes]] = field(default_factory=list)
     _cover_as_attachment: bool = False
     _cover_streams: list[tuple[av.stream.Stream, bytes]] = field(default_factory=list)  # output streams
-
-    @property
-    def copied_streams(self) -> list[av.stream.Stream]:
-        return list(self._copy)
 
     def dress_video(self, stream: av.stream.Stream) -> None:
         """Give the output's video stream the input video's tags, disposition and timecode."""
@@ -213,8 +210,8 @@ def plan_carry(source: Any, output: av.container.OutputContainer, encoder: Encod
         lost = s.disposition & ~_D.attached_pic & ~kept if kept is not None else 0
         if lost:
             names = "+".join(f.name for f in _D if f & lost)
-            keeper = next((_SUFFIX[m] for m in ("matroska", "mp4", "nut") if m != muxer and not lost & ~_DISPOSITIONS[m]),
-                          None)
+            keeper = next((_SUFFIX[m] for m in ("matroska", "mp4", "nut")
+                           if m != muxer and not lost & ~_DISPOSITIONS[m]), None)
             drop(f"{label}: disposition {names}", "disposition", f"{_container(muxer)} cannot hold it", keeper, s.index)
 
     if not y4m:
@@ -281,7 +278,8 @@ def plan_carry(source: Any, output: av.container.OutputContainer, encoder: Encod
                 drop(label, "cover", "a picture in a stream that is read once (a pipe) cannot be copied", None,
                      s.index)
             else:
-                drop(label, "cover", f"{_container(muxer)} cannot hold cover art", ".mp4 or .mkv", s.index)
+                what = f"{name} cover art" if muxer in _COVER else "cover art"
+                drop(label, "cover", f"{_container(muxer)} cannot hold {what}", ".mp4 or .mkv", s.index)
 
     chapters = c.chapters()
     if chapters:
