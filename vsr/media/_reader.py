@@ -62,6 +62,7 @@ class VideoReader:
         self.lost_packets = 0
         self.frames_decoded = 0
         self.missing_frames = 0  # frames the container announces but the file does not hold (set at the end)
+        self._presented = 0  # frames the container says it shows; 0 when it does not count them (set by _probe)
         self._video_start: float | None = None  # time of the first decoded frame, seconds
         self._start: Fraction | None = None  # see start_at()
         self._video_end: float | None = None  # end time of the last decoded frame, seconds
@@ -98,7 +99,8 @@ class VideoReader:
         duration = own
         if duration is None and self.container.duration:
             duration = self.container.duration / av.time_base
-        frames = s.frames or (round(duration * float(rate)) if duration and rate else 0)
+        self._presented = _presented_frames(self.container, s)
+        frames = self._presented or (round(duration * float(rate)) if duration and rate else 0)
         pix_fmt = cc.pix_fmt or "unknown"
         return VideoInfo(
             path=self.path,
@@ -173,12 +175,13 @@ class VideoReader:
     def _shortfall(self) -> int:
         """Frames the container announces beyond those decoded: a truncated file's loss.
 
-        Exact where the container indexes every frame (MP4/MOV); otherwise estimated from
-        the stream's announced duration, counted only when more than a frame is missing.
+        Exact where the container indexes every frame (MP4/MOV; see :func:`_presented_frames`);
+        otherwise estimated from the stream's announced duration, counted only when more than a
+        frame is missing.
         """
-        s, info = self.video, self.info
-        if s.frames:
-            return max(0, s.frames - self.frames_decoded)
+        info = self.info
+        if self._presented:
+            return max(0, self._presented - self.frames_decoded)
         if not (self._own_duration and info.frame_rate and self._video_end is not None):
             return 0
         gap = (self._video_start or 0.0) + self._own_duration - self._video_end
@@ -192,6 +195,26 @@ class VideoReader:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def _presented_frames(container: av.container.InputContainer, stream: av.VideoStream) -> int:
+    """The frames a stream shows, as its container counts them; 0 when it does not.
+
+    An MP4/MOV edit list shows only part of what is stored: a file trimmed without
+    re-encoding (``ffmpeg -ss 0.7 -i in.mp4 -c copy``, phone editors) keeps the frames from
+    the keyframe before the edit point, which are decoded but never shown, and may stop
+    showing before its last sample. The stream's ``frames`` counts every stored sample;
+    FFmpeg's index marks those outside the edit with a discard flag (their decoded frames
+    are dropped) and leaves out those after its end, so the index, less the discarded
+    entries, counts what is shown. Elsewhere the index may hold only keyframes (Matroska's
+    cues), so the stream's own count is taken as it is.
+    """
+    if not stream.frames:
+        return 0
+    entries = getattr(stream, "index_entries", None)  # absent in older PyAV: every sample counts
+    if "mov" not in container.format.name.split(",") or not entries:
+        return stream.frames
+    return sum(1 for entry in entries if not entry.is_discard)
 
 
 def _before(item: av.VideoFrame | av.Packet, seconds: Fraction) -> bool:
