@@ -26,7 +26,8 @@ setup(
         "safetensors>=0.4",
     ],
     extras_require={
-        "dev": ["pytest>=7", "onnx>=1.15", "onnxruntime>=1.17"],
+        # dev: everything the tests import (.ci/run installs it into a fresh virtual environment).
+        "dev": ["pytest>=7", "hypothesis>=6", "onnx>=1.15", "onnxruntime>=1.17"],
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
     },
     entry_points={"console_scripts": ["vsr=vsr.cli:main"]},
