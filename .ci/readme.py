@@ -24,6 +24,7 @@ from __future__ import annotations
 import os
 import shlex
 import shutil
+import signal
 import subprocess
 import sys
 import tempfile
@@ -80,8 +81,21 @@ def activated(venv: Path) -> dict[str, str]:
     return env
 
 
+def interruptible() -> None:
+    """Let the steps' processes be interrupted, however this script was started.
+
+    A shell without job control starts a background command (``bash .ci/run &``, nohup)
+    with SIGINT ignored, and every child inherits that: Python then installs no
+    KeyboardInterrupt handler, and the tests that interrupt ``vsr run`` see it run to the
+    end. A handled signal is reset to its default across exec, an ignored one is not.
+    """
+    if signal.getsignal(signal.SIGINT) == signal.SIG_IGN:
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+
+
 def run(repo: Path = REPO, runner=subprocess.run) -> int:
     """Run :func:`plan` in ``repo`` (``runner`` is :func:`subprocess.run`, or a stand-in in tests)."""
+    interruptible()
     readme = (repo / "README.md").read_text(encoding="utf-8")
     venv = Path(tempfile.mkdtemp(prefix="vsr-ci-")) / "venv"
     try:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import re
+import signal
 import subprocess
 import sys
 from pathlib import Path
@@ -135,3 +136,15 @@ def test_check_accepts_only_a_whole_x3_upscale_with_the_audio(ci, tmp_path: Path
     cut.write_bytes(outputs[3].read_bytes()[:2000])
     with pytest.raises(SystemExit, match="cut.mp4"):
         ci.check(src, cut, 3)
+
+
+def test_steps_can_be_interrupted_even_when_ci_starts_with_sigint_ignored(ci) -> None:
+    """As a background job of a shell without job control is (then test_faults' SIGINT cases would fail)."""
+    probe = [sys.executable, "-c", "import signal; print(signal.getsignal(signal.SIGINT) is signal.default_int_handler)"]
+    before = signal.signal(signal.SIGINT, signal.SIG_IGN)
+    try:
+        assert subprocess.run(probe, capture_output=True, text=True).stdout.strip() == "False"  # inherited
+        ci.interruptible()
+        assert subprocess.run(probe, capture_output=True, text=True).stdout.strip() == "True"
+    finally:
+        signal.signal(signal.SIGINT, before)
