@@ -72,24 +72,41 @@ class Pipeline:
         try:
             self._infer_loop(src, out, ctl, clock, batch, runner)
         finally:
-            if isinstance(runner, _CpuRunner):
+            if runner is not None:
                 runner.close()
 
     def _infer_loop(self, src: queue.Queue, out: queue.Queue, ctl: _Control, clock: _Clock,
                     batch: list[_Job], runner: _CudaRunner | _CpuRunner | None) -> None:
-        def flush() -> None:
-            if not batch:
-                return
+        """Gather frames into batches; packets of copied streams never cut a batch short or wait for one.
+
+        A packet that arrives while a batch is being gathered waits behind that batch (so
+        it leaves at most ``batch - 1`` frames later than in demux order, which the muxer's
+        interleaving by timestamp absorbs); the runners hand it on after the batches before
+        it, without draining them.
+        """
+        held: list[Any] = []  # packets that arrived behind the batch being gathered
+
+        def pass_on(item: Any) -> None:
             if runner is not None:
-                runner.submit(list(batch))
+                runner.passthrough(item)
             else:
-                t0 = time.perf_counter()
-                self._upscale_batch(batch)
-                clock.busy += time.perf_counter() - t0
-                clock.frames += len(batch)
-                for job in batch:
-                    ctl.put(out, job)
-            batch.clear()
+                ctl.put(out, item)
+
+        def flush() -> None:
+            if batch:
+                if runner is not None:
+                    runner.submit(list(batch))
+                else:
+                    t0 = time.perf_counter()
+                    self._upscale_batch(batch)
+                    clock.busy += time.perf_counter() - t0
+                    clock.frames += len(batch)
+                    for job in batch:
+                        ctl.put(out, job)
+                batch.clear()
+            for item in held:
+                pass_on(item)
+            held.clear()
 
         while True:
             item = ctl.get(src)
@@ -103,14 +120,10 @@ class Pipeline:
                 batch.append(item)
                 if len(batch) >= self.config.batch:
                     flush()
+            elif batch:
+                held.append(item)
             else:
-                flush()
-                if isinstance(runner, _CpuRunner):
-                    runner.passthrough(item)  # in order, without waiting for the batches before it
-                    continue
-                if runner is not None:
-                    runner.drain()
-                ctl.put(out, item)
+                pass_on(item)
         flush()
         if runner is not None:
             runner.drain()
