@@ -18,6 +18,7 @@ from ..config import PipelineConfig
 from ..engine import upscaler_from_config
 from ..errors import PipelineError, UnsupportedMediaError, VsrError
 from ..media import VideoReader, VideoWriter, frame_planes, new_frame, resize_plane
+from ..media._hwcodec import choose_encoder
 from ._flow import _END, _Clock, _Control, _Job, _luma_tensor, _Stopped
 from ._reports import Progress, RunReport
 from ._runners import _CpuRunner, _CudaRunner, _cpu_worker_split
@@ -219,18 +220,23 @@ class Pipeline:
         cfg = self.config
         dst = default_output_path(src, cfg) if dst is None else dst
         overwrite = cfg.output.overwrite if overwrite is None else overwrite
-        reader = VideoReader(src)
+        gpu = self._gpu_index()
+        reader = VideoReader(src, nvdec=gpu)
+        choice = choose_encoder(cfg.encoder, gpu=gpu, pix_fmt=reader.info.pix_fmt)
+        run_notes = [*reader.notes, *([choice.note] if choice.note else [])]
+        if choice.note:
+            log.info("%s", choice.note)  # the one line saying which encoder a CUDA run uses
         try:
             if resume:
                 from ..resume import SegmentedWriter, run_settings
 
-                writer = SegmentedWriter(dst, reader, encoder=cfg.encoder, overwrite=overwrite, format=format,
+                writer = SegmentedWriter(dst, reader, encoder=choice.encoder, overwrite=overwrite, format=format,
                                          settings=run_settings(cfg, str(self.device), self.precision),
                                          segment_seconds=cfg.resume_segment)
                 if writer.start is not None:
                     reader.start_at(writer.start)
             else:
-                writer = VideoWriter(dst, reader, encoder=cfg.encoder, overwrite=overwrite, format=format)
+                writer = VideoWriter(dst, reader, encoder=choice.encoder, overwrite=overwrite, format=format)
         except BaseException:
             reader.close()
             raise
@@ -283,15 +289,28 @@ class Pipeline:
                 raise exc
             raise PipelineError(f"{ctl.stage} stage failed: {type(exc).__name__}: {exc}") from exc
         wall = time.perf_counter() - t_start
-        return self._report(reader, writer, src, dst, clocks, wall, latencies)
+        return self._report(reader, writer, src, dst, clocks, wall, latencies, run_notes)
+
+    def _gpu_index(self) -> int | None:
+        """The CUDA device index of this run (for NVENC/NVDEC); None on CPU."""
+        if self.device.type != "cuda":
+            return None
+        return self.device.index if self.device.index is not None else torch.cuda.current_device()
 
     def _report(self, reader: VideoReader, writer: VideoWriter, src: Any, dst: Any,
-                clocks: dict[str, _Clock], wall: float, latencies: array) -> RunReport:
+                clocks: dict[str, _Clock], wall: float, latencies: array, run_notes: list[str]) -> RunReport:
         info = reader.info
         frames = clocks["encode"].frames
         fps = frames / wall if wall > 0 else 0.0
         lat = np.frombuffer(latencies, dtype=np.float64) if len(latencies) else np.zeros(1)
-        notes = list(writer.notes)
+        stages = {name: c.report(wall) for name, c in clocks.items()}
+        notes = [*run_notes, *writer.notes]
+        if self.device.type == "cuda" and frames:
+            # On a GPU the stages run side by side: the busiest one sets the pace.
+            bound = max(stages, key=lambda name: stages[name].busy_fraction)
+            notes.append(f"{bound} is the bound: busy {stages[bound].busy_fraction:.0%} of the run "
+                         f"({stages[bound].fps:.1f} fps of busy time; encoder {writer.video_codec}, "
+                         f"decoder {reader.decoder})")
         if reader.lost_packets:
             log.info("%s: %d damaged packet(s) could not be decoded", info.path, reader.lost_packets)
         if reader.missing_frames:
@@ -313,7 +332,7 @@ class Pipeline:
             scale=self.scale,
             input_size=(info.width, info.height),
             output_size=(info.width * self.scale, info.height * self.scale),
-            stages={name: c.report(wall) for name, c in clocks.items()},
+            stages=stages,
             latency_ms={"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95))},
             lost_packets=reader.lost_packets,
             notes=tuple(notes),
