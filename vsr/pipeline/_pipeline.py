@@ -223,9 +223,6 @@ class Pipeline:
         gpu = self._gpu_index()
         reader = VideoReader(src, nvdec=gpu)
         choice = choose_encoder(cfg.encoder, gpu=gpu, pix_fmt=reader.info.pix_fmt)
-        run_notes = [*reader.notes, *([choice.note] if choice.note else [])]
-        if choice.note:
-            log.info("%s", choice.note)  # the one line saying which encoder a CUDA run uses
         try:
             if resume:
                 from ..resume import SegmentedWriter, run_settings
@@ -240,6 +237,10 @@ class Pipeline:
         except BaseException:
             reader.close()
             raise
+        said = choice.note if choice.note and not getattr(writer, "y4m", False) else None  # Y4M: raw frames
+        if said:
+            log.info("%s", said)  # the one line saying which encoder a CUDA run uses
+        run_notes = [*reader.notes, *([said] if said else [])]
         ctl = _Control()
         clocks = {"decode": _Clock(), "infer": _Clock(), "encode": _Clock()}
         q_decoded: queue.Queue = queue.Queue(cfg.queue_depth)
