@@ -65,7 +65,7 @@ def test_large_frames_are_cache_tiled_with_the_same_result(dtype: torch.dtype, m
     x = torch.from_numpy(np.random.default_rng(5).integers(0, 256, (1, 1, 540, 960), dtype=np.uint8))
     tiles: list[int] = []
     real_tiled = LumaUpscaler._tiled
-    monkeypatch.setattr(LumaUpscaler, "_tiled", lambda self, x, t: tiles.append(t.tile) or real_tiled(self, x, t))
+    monkeypatch.setattr(LumaUpscaler, "_tiled", lambda self, x, t, net: tiles.append(t.tile) or real_tiled(self, x, t, net))
     with torch.inference_mode():
         tiled = up(x)
         assert tiles and 64 <= tiles[0] < 540

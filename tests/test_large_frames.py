@@ -69,9 +69,9 @@ def test_tile_from_config_and_flag(tmp_path: Path, random_weights, monkeypatch, 
     tiles_seen: list[int] = []
     real_tiled = LumaUpscaler._tiled
 
-    def spy(self: LumaUpscaler, x: torch.Tensor, t) -> torch.Tensor:
+    def spy(self: LumaUpscaler, x: torch.Tensor, t, net) -> torch.Tensor:
         tiles_seen.append(t.tile)
-        return real_tiled(self, x, t)
+        return real_tiled(self, x, t, net)
 
     monkeypatch.setattr(LumaUpscaler, "_tiled", spy)
     Pipeline(load_config(None, base)).run(src, tmp_path / "whole.mkv")

@@ -138,7 +138,8 @@ class Upscaler:
         ``queue_depth`` frames are read ahead of the one being returned, so an iterable that
         refills one buffer in place (some camera APIs) must yield copies.
         """
-        return overlapped_map(frames, self._prepare, self._infer, self._finish, depth=self.queue_depth)
+        return overlapped_map(frames, self._prepare, self._infer, self._finish, depth=self.queue_depth,
+                              device=self.device)
 
     # -- the three steps --------------------------------------------------------------------
     def _prepare(self, frame: Frame) -> _Work:

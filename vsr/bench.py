@@ -134,8 +134,18 @@ class BenchOptions:
 _CPU_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "avx512_fp16", "amx_tile", "amx_bf16", "amx_int8")
 
 
-def machine_info() -> dict[str, Any]:
-    """What the figures depend on: CPU, cores, the instruction sets that matter, library versions, GPU."""
+def _gpu_name(device: str | torch.device | None) -> str | None:
+    """The name of the GPU that ``device`` runs on (``cuda:N``: GPU N, not GPU 0; else the current one); None without CUDA."""
+    if not torch.cuda.is_available():
+        return None
+    dev = torch.device(device) if device not in (None, "auto") else torch.device("cuda")
+    if dev.type != "cuda":
+        dev = torch.device("cuda")
+    return torch.cuda.get_device_name(dev.index if dev.index is not None else torch.cuda.current_device())
+
+
+def machine_info(device: str | torch.device | None = None) -> dict[str, Any]:
+    """What the figures depend on: CPU, cores, the instruction sets that matter, library versions, the GPU of ``device``."""
     model, flags = platform.processor() or "unknown", set()
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
@@ -162,7 +172,7 @@ def machine_info() -> dict[str, Any]:
         "ffmpeg": av.library_versions.get("libavcodec"),
         "python": platform.python_version(),
         "platform": platform.platform(),
-        "gpu": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "gpu": _gpu_name(device),
     }
     try:
         import cv2
@@ -528,7 +538,7 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = lambda s: None
         "vsr": __version__,
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "seconds": time.time() - started,
-        "machine": machine_info(),
+        "machine": machine_info(cases[0]["device"] if cases else options.device),
         "load_average_1m": {"start": load_start[0], "end": os.getloadavg()[0]},
         "options": {k: v for k, v in asdict(options).items() if k != "cases"},
         "cases": cases,

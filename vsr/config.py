@@ -38,7 +38,7 @@ class ModelConfig:
 
 @dataclass(frozen=True, kw_only=True)
 class EncoderConfig:
-    codec: str = "libx264"
+    codec: str = "auto"  # auto: h264_nvenc on a CUDA run whose GPU has NVENC, else libx264 (vsr.media._hwcodec)
     crf: int | None = 18  # None: the codec's default rate control
     preset: str | None = "medium"  # None: the codec's default
     pix_fmt: str = "auto"  # auto: the input's format when the codec takes it

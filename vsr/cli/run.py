@@ -49,7 +49,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     add_model_arguments(p, config_help="YAML configuration (default: built-in, as pipeline.yaml)")
     p.add_argument("--batch", type=int, metavar="N", help="frames per inference call")
     p.add_argument("--tile", type=int, metavar="PX", help="LR tile size for huge frames (0: whole frames)")
-    p.add_argument("--codec", metavar="NAME", help="video encoder (libx264, libx265, ffv1, ...)")
+    p.add_argument("--codec", metavar="NAME", help="video encoder: auto (NVENC on a CUDA run when the GPU has it, else libx264), libx264, libx265, ffv1, ...")
     p.add_argument("--crf", type=int, metavar="N", help="encoder quality (lower is better)")
     p.add_argument("--preset", metavar="NAME", help="encoder speed preset")
     p.add_argument("--pix-fmt", metavar="FMT", help="output pixel format (default: the input's)")

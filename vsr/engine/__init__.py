@@ -9,7 +9,8 @@ upscaler: tiling, integer I/O, out-of-memory fallback), ``_fused_bf16`` (the CPU
 prepacked oneDNN convolutions with fused activations, bf16 or fp32).
 """
 
-from ._devices import cpu_has_native_bf16, resolve_device, resolve_precision
+from ._devices import cpu_has_native_bf16, exact_levels, resolve_device, resolve_precision, strict_fp32, tf32_flags
 from ._luma import LumaUpscaler, upscaler_from_config
 
-__all__ = ["LumaUpscaler", "upscaler_from_config", "cpu_has_native_bf16", "resolve_device", "resolve_precision"]
+__all__ = ["LumaUpscaler", "upscaler_from_config", "cpu_has_native_bf16", "exact_levels", "resolve_device",
+           "resolve_precision", "strict_fp32", "tf32_flags"]

@@ -8,7 +8,7 @@ import torch
 
 from ..errors import DeviceError
 
-__all__ = ["cpu_has_native_bf16", "resolve_device", "resolve_precision"]
+__all__ = ["cpu_has_native_bf16", "exact_levels", "resolve_device", "resolve_precision", "strict_fp32", "tf32_flags"]
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -49,3 +49,45 @@ def resolve_precision(spec: str, device: torch.device) -> torch.dtype:
     if spec == "fp16" and device.type == "cpu":
         raise DeviceError("precision fp16 is for CUDA; on CPU use bf16 or fp32")
     return _DTYPES[spec]
+
+
+# The largest integer level a float dtype holds exactly (2**significant_bits - 1): fp16 has 11
+# significant bits, bf16 8. Planes deeper than this run in fp32 (LumaUpscaler._module_for).
+_EXACT_LEVELS = {torch.float16: (1 << 10) - 1, torch.bfloat16: (1 << 8) - 1, torch.float32: (1 << 24) - 1}
+
+
+def exact_levels(dtype: torch.dtype) -> int:
+    """The largest ``max_value`` whose integer planes ``dtype`` runs at full accuracy (e.g. fp16: 10-bit)."""
+    return _EXACT_LEVELS[dtype]
+
+
+def _new_tf32_api() -> bool:
+    conv = getattr(torch.backends.cudnn, "conv", None)
+    return conv is not None and hasattr(conv, "fp32_precision")
+
+
+def strict_fp32(device: torch.device) -> None:
+    """Make fp32 on CUDA mean fp32: cuDNN convolutions default to TF32 (a 10-bit significand) on Ampere and later.
+
+    The flags are process-wide (PyTorch has no per-call switch); vsr sets them whenever a
+    fp32 model is built for CUDA, and never turns TF32 back on. Uses the ``fp32_precision``
+    API where torch has it (2.9+; mixing it with the legacy ``allow_tf32`` flags is an error
+    there), else the legacy flags.
+    """
+    if device.type != "cuda":
+        return
+    if _new_tf32_api():
+        torch.backends.cudnn.conv.fp32_precision = "ieee"
+        torch.backends.cuda.matmul.fp32_precision = "ieee"
+    else:  # pragma: no cover - torch < 2.9
+        torch.backends.cudnn.allow_tf32 = False
+        torch.backends.cuda.matmul.allow_tf32 = False
+
+
+def tf32_flags() -> dict[str, str]:
+    """What fp32 convolutions and matmuls on CUDA run as now ("ieee" is fp32; "tf32" is not)."""
+    if _new_tf32_api():
+        return {"cudnn_conv": torch.backends.cudnn.conv.fp32_precision,
+                "cuda_matmul": torch.backends.cuda.matmul.fp32_precision}
+    return {"cudnn_conv": "tf32" if torch.backends.cudnn.allow_tf32 else "ieee",  # pragma: no cover
+            "cuda_matmul": "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"}

@@ -7,6 +7,7 @@ benchmarks use the same :class:`LumaUpscaler`, so every path upscales the same w
 
 from __future__ import annotations
 
+import copy
 import functools
 import logging
 from dataclasses import dataclass
@@ -16,7 +17,7 @@ import torch
 
 from ..errors import DeviceError
 from ..models import ESPCN, create_model
-from ._devices import resolve_device, resolve_precision
+from ._devices import exact_levels, resolve_device, resolve_precision, strict_fp32
 from ._fused_bf16 import FusedCpuNet
 
 if TYPE_CHECKING:
@@ -26,11 +27,27 @@ __all__ = ["LumaUpscaler", "upscaler_from_config"]
 
 log = logging.getLogger("vsr")
 
+_NAMES = {torch.float16: "fp16", torch.bfloat16: "bf16", torch.float32: "fp32"}
 _MIN_TILE = 64  # the out-of-memory fallback halves the tile down to this size, then gives up
 
 
+# torch.OutOfMemoryError exists from torch 2.5 (setup.py allows 2.1); torch.cuda's from 1.13.
+_OOM_TYPES: tuple[type[BaseException], ...] = tuple(
+    {t for t in (getattr(torch, "OutOfMemoryError", None), getattr(torch.cuda, "OutOfMemoryError", None))
+     if isinstance(t, type)}
+)
+# Raised outside PyTorch's caching allocator (kernel launches, cuDNN/cuBLAS workspaces, the CPU
+# allocator) as plain RuntimeErrors: "CUDA error: out of memory", "CUDA out of memory" (torch < 1.13).
+_OOM_MESSAGES = ("out of memory", "CUDNN_STATUS_ALLOC_FAILED", "CUBLAS_STATUS_ALLOC_FAILED", "can't allocate memory")
+
+
 def _out_of_memory(exc: BaseException) -> bool:
-    return isinstance(exc, torch.OutOfMemoryError) or "can't allocate memory" in str(exc)
+    return isinstance(exc, _OOM_TYPES) or any(m in str(exc) for m in _OOM_MESSAGES)
+
+
+def _first_line(exc: BaseException) -> str:
+    lines = str(exc).strip().splitlines()
+    return lines[0] if lines else type(exc).__name__
 
 
 @dataclass(frozen=True)
@@ -76,12 +93,17 @@ class LumaUpscaler:
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
         # Built before the module is cast, from its full-precision weights.
         net = FusedCpuNet(model, dtype) if fused and FusedCpuNet.supported(model, self.device, dtype) else None
+        # Deep integer planes need more significant bits than fp16/bf16 hold (see _module_for):
+        # a full-precision copy, moved to the device on first use.
+        self._full: ESPCN | None = copy.deepcopy(model).eval() if dtype != torch.float32 else None
+        self._full_on_device = False
+        if dtype == torch.float32:
+            strict_fp32(self.device)
         self.model = model.eval().to(self.device, dtype=dtype, memory_format=self.memory_format)
         for p in self.model.parameters():
             p.requires_grad_(False)
         self._fused: FusedCpuNet | None = None  # set first: _checked runs the module through _run
         self._fused = self._checked(net) if net is not None else None
-        self._max_value = 255  # of the integer planes being tiled
 
     @property
     def fused(self) -> bool:
@@ -111,26 +133,36 @@ class LumaUpscaler:
         return self._run(x, self.model)
 
     def _run(self, x: torch.Tensor, net: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
-        """``net`` on whole frames, or in tiles when they are larger than ``tile`` or memory runs out."""
+        """``net`` on whole frames, or in tiles when they are larger than ``tile`` or memory runs out.
+
+        The failed attempt's error is reduced to one line inside ``except``; cached memory is
+        released and the next attempt made after it, when the traceback (and every tensor its
+        frames held) is gone, and a final :class:`DeviceError` carries no chain to it.
+        """
         while True:
             tile = self.tile or self._cache_tile(x)
             try:
                 if tile and max(x.shape[-2:]) > tile:
-                    return self._tiled(x, _Tiling(tile, self.halo))
+                    return self._tiled(x, _Tiling(tile, self.halo), net)
                 return net(x)
             except RuntimeError as exc:  # torch.OutOfMemoryError (CUDA) is one; the CPU allocator's is plain
                 if not _out_of_memory(exc):
                     raise
-                if self.device.type == "cuda":
-                    torch.cuda.empty_cache()
-                current = tile or max(x.shape[-2:])
-                if current <= _MIN_TILE:
-                    raise DeviceError(
-                        f"{self.device.type} out of memory even in {current}-pixel tiles of "
-                        f"{x.shape[0]} frame(s); use --batch 1, a smaller model or another device"
-                    ) from exc
-                self.tile = max(_MIN_TILE, current // 2)
-                log.info("%s out of memory: processing in %d-pixel tiles from now on", self.device.type, self.tile)
+                reason = _first_line(exc)
+            self._release_cached_memory()
+            current = tile or max(x.shape[-2:])
+            if current <= _MIN_TILE:
+                raise DeviceError(
+                    f"{self.device.type} out of memory even in {current}-pixel tiles of "
+                    f"{x.shape[0]} frame(s) ({reason}); use --batch 1, a smaller model or another device"
+                )
+            self.tile = max(_MIN_TILE, current // 2)
+            log.info("%s out of memory: processing in %d-pixel tiles from now on", self.device.type, self.tile)
+
+    def _release_cached_memory(self) -> None:
+        """Give the caching allocator's free blocks back, so that the smaller attempt can use them."""
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
 
     def _cache_tile(self, x: torch.Tensor) -> int:
         """Tiles for speed, not memory: large integer frames on the fused CPU path (same result)."""
@@ -138,12 +170,8 @@ class LumaUpscaler:
             return 0
         return self._fused.cache_tile(x.shape)
 
-    def _tiled(self, x: torch.Tensor, t: _Tiling) -> torch.Tensor:
-        """Float planes through the module, or integer planes through the fused path, tile by tile."""
-        net: Callable[[torch.Tensor], torch.Tensor] = self.model
-        if not x.is_floating_point():
-            assert self._fused is not None, "integer planes are tiled only on the fused path"
-            net = functools.partial(self._fused, max_value=self._max_value)
+    def _tiled(self, x: torch.Tensor, t: _Tiling, net: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
+        """``net`` (planes in, planes of the same dtype out) tile by tile."""
         n, c, h, w = x.shape
         r = self.scale
         out = torch.empty((n, c, h * r, w * r), device=x.device, dtype=x.dtype)
@@ -166,11 +194,38 @@ class LumaUpscaler:
         if planes.ndim != 4 or planes.shape[1] != 1:
             raise ValueError(f"expected luma planes of shape (N, 1, H, W), got {tuple(planes.shape)}")
         if self._fused is not None and planes.device.type == "cpu":
-            self._max_value = max_value
             return self._run(planes, functools.partial(self._fused, max_value=max_value))
-        y = self.forward_float(planes.to(self.device).to(self.dtype) / max_value)
-        y = y.float().mul_(max_value).round_().clamp_(0, max_value)
-        return y.to(planes.dtype)
+        return self._run(planes.to(self.device), functools.partial(self._module_planes, max_value=max_value))
+
+    def _module_planes(self, planes: torch.Tensor, max_value: int) -> torch.Tensor:
+        """Integer planes through the module; the conversions run per attempt (and per tile), inside the retry.
+
+        Divided by ``max_value`` in fp32 *before* the cast: a 16-bit 65535 is inf in fp16.
+        """
+        model, dtype = self._module_for(max_value)
+        x = planes.float().div_(max_value).to(dtype).contiguous(memory_format=self.memory_format)
+        y = model(x)
+        return y.float().mul_(max_value).round_().clamp_(0, max_value).to(planes.dtype)
+
+    def _module_for(self, max_value: int) -> tuple[ESPCN, torch.dtype]:
+        """The module and dtype for planes of ``max_value``: the reduced one while it holds every input level.
+
+        fp16 has 11 significant bits, so 10-bit levels are exact in it and 12-bit ones are not
+        (off by up to 7 levels before any arithmetic); bf16 has 8. Deeper planes run the whole
+        net in fp32 (TF32 off on CUDA): ESPCN is small, and a 16-bit picture needs ~17 bits
+        through every layer, which no mix of fp16 layers gives.
+        """
+        if self._full is None or max_value <= exact_levels(self.dtype):
+            return self.model, self.dtype
+        if not self._full_on_device:
+            self._full = self._full.to(self.device, memory_format=self.memory_format)
+            for p in self._full.parameters():
+                p.requires_grad_(False)
+            self._full_on_device = True
+            strict_fp32(self.device)
+            log.info("%d-bit planes run in fp32: %s holds only %d-bit levels exactly",
+                     max_value.bit_length(), _NAMES[self.dtype], exact_levels(self.dtype).bit_length())
+        return self._full, torch.float32
 
 
 def upscaler_from_config(config: PipelineConfig) -> LumaUpscaler:

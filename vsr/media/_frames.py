@@ -19,6 +19,7 @@ def native_format(pix_fmt: str) -> bool:
         and not fmt.has_palette
         and not fmt.is_big_endian
         and len(comps) in (1, 3)
+        and len({c.plane for c in comps}) == len(comps)  # not semi-planar (NV12, P010: what NVDEC gives)
         and not any(c.is_alpha for c in comps)
         and all(c.bits == comps[0].bits for c in comps)
         and comps[0].bits <= 16

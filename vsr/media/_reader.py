@@ -12,6 +12,7 @@ from typing import Iterator, Union
 import av
 
 from ..errors import MediaError
+from . import _hwcodec
 from ._carry import carried_streams, main_video
 from ._frames import native_format
 
@@ -55,9 +56,12 @@ class VideoReader:
     Iterating yields, in demux order, decoded :class:`av.VideoFrame` objects (in a
     planar format vsr handles natively) and the :class:`av.Packet` objects of the
     ``passthrough`` streams (audio, subtitles, data; see :mod:`vsr.media._carry`).
+
+    ``nvdec``: the CUDA device index of a GPU run; large frames are then decoded with NVDEC
+    where it opens (:func:`vsr.media._hwcodec.open_for_decoding`; same frames and timestamps).
     """
 
-    def __init__(self, path: str | os.PathLike[str], *, decoder_threads: int = 0) -> None:
+    def __init__(self, path: str | os.PathLike[str], *, decoder_threads: int = 0, nvdec: int | None = None) -> None:
         self.path = os.fspath(path)
         self.lost_packets = 0
         self.frames_decoded = 0
@@ -81,10 +85,28 @@ class VideoReader:
         if cc.width <= 0 or cc.height <= 0:
             self.container.close()
             raise MediaError(f"{self.path}: video stream has no frame size (unreadable stream)")
+        self.decoder = "cpu"
+        self.notes: list[str] = []
+        if nvdec is not None:
+            self._use_nvdec(nvdec)
+            cc = self.video.codec_context
         self.video.thread_type = "AUTO"
         cc.thread_count = decoder_threads
         self.passthrough = carried_streams(self.container, self.video)  # audio, subtitles, data
         self.info = self._probe()
+
+    def _use_nvdec(self, gpu: int) -> None:
+        cc = self.video.codec_context
+        hw, note = _hwcodec.open_for_decoding(self.path, gpu=gpu, codec=cc.name, width=cc.width, height=cc.height)
+        if note:
+            self.notes.append(note)
+            log.info("%s: %s", self.path, note)
+        if hw is not None:
+            self.container.close()
+            self.container = hw
+            self.video = main_video(hw)
+            self.decoder = "nvdec"
+            log.info("%s: decoder: %s on NVDEC (GPU %d)", self.path, cc.name, gpu)
 
     def _probe(self) -> VideoInfo:
         s = self.video
@@ -121,9 +143,10 @@ class VideoReader:
         name = frame.format.name
         if native_format(name):
             return frame
-        target = "yuv444p" if frame.format.is_rgb else "yuv420p"
+        twin = _hwcodec.planar_twin(name)  # NVDEC's NV12/P010: the planar format of the same depth
+        target = twin or ("yuv444p" if frame.format.is_rgb else "yuv420p")
         if frame.width % 2 or frame.height % 2:
-            target = "yuv444p"
+            target = twin.replace("420", "444").replace("422", "444") if twin else "yuv444p"
         if self._converted_from is None:
             self._converted_from = name
             log.info("%s: pixel format %s is converted to %s for processing", self.path, name, target)

@@ -18,6 +18,7 @@ import av
 from .. import _filelock
 from ..config import EncoderConfig
 from ..errors import ConfigError, EncodeError, OutputExistsError, UnsupportedMediaError
+from . import _hwcodec
 from ._carry import CarryPlan, plan_carry
 from ._reader import Item, VideoReader, _one_line
 
@@ -300,8 +301,13 @@ class VideoWriter:
 
     @property
     def video_codec(self) -> str:
-        """The video encoder: ``encoder.codec``, except raw frames in a Y4M stream."""
-        return "rawvideo" if self.y4m else self.encoder.codec
+        """The video encoder: ``encoder.codec`` (``auto``: libx264), except raw frames in a Y4M stream.
+
+        A run on CUDA resolves ``auto`` before (:func:`vsr.media._hwcodec.choose_encoder`).
+        """
+        if self.y4m:
+            return "rawvideo"
+        return _hwcodec.CPU_DEFAULT if self.encoder.codec == _hwcodec.AUTO else self.encoder.codec
 
     def _open_video(self, frame: av.VideoFrame) -> av.video.stream.VideoStream:
         info = self.reader.info if self.reader is not None else self.source
@@ -331,16 +337,30 @@ class VideoWriter:
             cc.sample_aspect_ratio = info.sample_aspect_ratio
         if rotation:
             stream.set_display_rotation(rotation)
-        options = {}
-        opts = cc.supported_options
-        supported = {o.name for o in (*opts.private, *opts.generic)}
-        if enc.crf is not None and "crf" in supported:
-            options["crf"] = str(enc.crf)
-        if enc.preset is not None and "preset" in supported:
-            options["preset"] = enc.preset
-        cc.options = options
+        if _hwcodec.hardware_encoder(self.video_codec):
+            cc.options = self._hardware_options()
+        else:
+            options = {}
+            opts = cc.supported_options
+            supported = {o.name for o in (*opts.private, *opts.generic)}
+            if enc.crf is not None and "crf" in supported:
+                options["crf"] = str(enc.crf)
+            if enc.preset is not None and "preset" in supported:
+                options["preset"] = enc.preset
+            cc.options = options
         self.carry.dress_video(stream)
         return stream
+
+    def _hardware_options(self) -> dict[str, str]:
+        """NVENC: crf/preset as constant quality and p1-p7; refused in one line where it cannot open."""
+        codec = self.video_codec
+        if not _hwcodec.encoder_opens(codec):
+            raise EncodeError(f"encoder {codec} cannot be opened here: it needs an NVIDIA GPU with NVENC and its "
+                              "driver (data-centre GPUs such as the H100/H200 have none); use --codec auto or libx264")
+        try:
+            return _hwcodec.nvenc_options(self.encoder.crf, self.encoder.preset)
+        except ValueError as exc:
+            raise EncodeError(f"encoder {codec}: {exc}") from None
 
     # -- writing -------------------------------------------------------------------------
     def write(self, item: Item) -> None:

@@ -5,12 +5,14 @@ queue, so memory is bounded by ``queue_depth`` whatever the video's length and t
 slowest stage sets the pace (PyAV and PyTorch release the GIL in their heavy calls).
 
 Items flow in demux order: decoded frames, and the packets of copied streams, which
-the upscale stage forwards untouched so that audio stays interleaved with video.
+the upscale stage forwards untouched so that audio stays interleaved with video (a packet
+that arrives while a batch is gathered follows that batch; it never cuts it short).
 
-On CUDA the upscale stage keeps several batches in flight: luma planes are staged
-in pinned host buffers, copied to the device on a copy stream (``non_blocking``),
-upscaled on a compute stream and copied back on a third stream, ordered by events,
-so that transfers overlap computation. This module is the only home of threads and
+On CUDA the upscale stage keeps several batches in flight: luma planes are copied once
+into reused pinned host buffers, copied to the device on a copy stream (``non_blocking``),
+upscaled on a compute stream and copied back on a third stream, ordered by events, so
+that transfers overlap computation; a hand-off thread sleeps on each batch's last event
+and hands it on as soon as it is done. This module is the only home of threads and
 CUDA streams in vsr.
 
 The live preview's stages (capture, upscale, display, record) are latest-frame-wins

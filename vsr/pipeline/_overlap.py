@@ -2,13 +2,26 @@
 
 from __future__ import annotations
 
+import contextlib
 import queue
 import threading
-from typing import Any, Callable, Iterable, Iterator
+from typing import Any, Callable, ContextManager, Iterable, Iterator
+
+import torch
 
 from ._flow import _END, _Control, _Stopped
 
-def overlapped_map(items: Iterable[Any], *stages: Callable[[Any], Any], depth: int = 4) -> Iterator[Any]:
+
+def _current_stream(device: torch.device) -> Any:
+    return torch.cuda.current_stream(device)
+
+
+def _use_stream(stream: Any) -> ContextManager[Any]:
+    return torch.cuda.stream(stream)
+
+
+def overlapped_map(items: Iterable[Any], *stages: Callable[[Any], Any], depth: int = 4,
+                   device: torch.device | str | None = None) -> Iterator[Any]:
     """``stages`` applied in turn to every item, each stage in its own thread; results in order.
 
     The generic form of :class:`Pipeline`'s machinery, for work that is not a file (the
@@ -20,9 +33,21 @@ def overlapped_map(items: Iterable[Any], *stages: Callable[[Any], Any], depth: i
     The first exception in a stage, or from ``items``, stops every stage and is raised in
     the caller's thread unchanged (like :func:`map`). Closing the generator early (``break``
     out of the loop) stops the threads too; nothing starts before the first ``next()``.
+
+    ``device``: a CUDA device whose work the stages enqueue; they then run on the caller's
+    current stream of it (taken at this call), as the caller's own code would, instead of the
+    default stream that a new thread starts on.
     """
     if depth < 1:
         raise ValueError(f"depth must be at least 1, got {depth}")
+    stream = None
+    if device is not None and torch.device(device).type == "cuda":
+        stream = _current_stream(torch.device(device))
+    return _overlapped(items, stages, depth, stream)
+
+
+def _overlapped(items: Iterable[Any], stages: tuple[Callable[[Any], Any], ...], depth: int,
+                stream: Any) -> Iterator[Any]:
     ctl = _Control()
     queues: list[queue.Queue] = [queue.Queue(depth) for _ in range(len(stages) + 1)]
 
@@ -39,7 +64,8 @@ def overlapped_map(items: Iterable[Any], *stages: Callable[[Any], Any], depth: i
     def guarded(name: str, body: Callable[..., None], *args: Any) -> threading.Thread:
         def run() -> None:
             try:
-                body(*args)
+                with _use_stream(stream) if stream is not None else contextlib.nullcontext():
+                    body(*args)
             except _Stopped:
                 pass
             except BaseException as exc:  # raised again in the caller's thread

@@ -18,6 +18,7 @@ from ..config import PipelineConfig
 from ..engine import upscaler_from_config
 from ..errors import PipelineError, UnsupportedMediaError, VsrError
 from ..media import VideoReader, VideoWriter, frame_planes, new_frame, resize_plane
+from ..media._hwcodec import choose_encoder
 from ._flow import _END, _Clock, _Control, _Job, _luma_tensor, _Stopped
 from ._reports import Progress, RunReport
 from ._runners import _CpuRunner, _CudaRunner, _cpu_worker_split
@@ -72,24 +73,41 @@ class Pipeline:
         try:
             self._infer_loop(src, out, ctl, clock, batch, runner)
         finally:
-            if isinstance(runner, _CpuRunner):
+            if runner is not None:
                 runner.close()
 
     def _infer_loop(self, src: queue.Queue, out: queue.Queue, ctl: _Control, clock: _Clock,
                     batch: list[_Job], runner: _CudaRunner | _CpuRunner | None) -> None:
-        def flush() -> None:
-            if not batch:
-                return
+        """Gather frames into batches; packets of copied streams never cut a batch short or wait for one.
+
+        A packet that arrives while a batch is being gathered waits behind that batch (so
+        it leaves at most ``batch - 1`` frames later than in demux order, which the muxer's
+        interleaving by timestamp absorbs); the runners hand it on after the batches before
+        it, without draining them.
+        """
+        held: list[Any] = []  # packets that arrived behind the batch being gathered
+
+        def pass_on(item: Any) -> None:
             if runner is not None:
-                runner.submit(list(batch))
+                runner.passthrough(item)
             else:
-                t0 = time.perf_counter()
-                self._upscale_batch(batch)
-                clock.busy += time.perf_counter() - t0
-                clock.frames += len(batch)
-                for job in batch:
-                    ctl.put(out, job)
-            batch.clear()
+                ctl.put(out, item)
+
+        def flush() -> None:
+            if batch:
+                if runner is not None:
+                    runner.submit(list(batch))
+                else:
+                    t0 = time.perf_counter()
+                    self._upscale_batch(batch)
+                    clock.busy += time.perf_counter() - t0
+                    clock.frames += len(batch)
+                    for job in batch:
+                        ctl.put(out, job)
+                batch.clear()
+            for item in held:
+                pass_on(item)
+            held.clear()
 
         while True:
             item = ctl.get(src)
@@ -103,14 +121,10 @@ class Pipeline:
                 batch.append(item)
                 if len(batch) >= self.config.batch:
                     flush()
+            elif batch:
+                held.append(item)
             else:
-                flush()
-                if isinstance(runner, _CpuRunner):
-                    runner.passthrough(item)  # in order, without waiting for the batches before it
-                    continue
-                if runner is not None:
-                    runner.drain()
-                ctl.put(out, item)
+                pass_on(item)
         flush()
         if runner is not None:
             runner.drain()
@@ -206,21 +220,27 @@ class Pipeline:
         cfg = self.config
         dst = default_output_path(src, cfg) if dst is None else dst
         overwrite = cfg.output.overwrite if overwrite is None else overwrite
-        reader = VideoReader(src)
+        gpu = self._gpu_index()
+        reader = VideoReader(src, nvdec=gpu)
+        choice = choose_encoder(cfg.encoder, gpu=gpu, pix_fmt=reader.info.pix_fmt)
         try:
             if resume:
                 from ..resume import SegmentedWriter, run_settings
 
-                writer = SegmentedWriter(dst, reader, encoder=cfg.encoder, overwrite=overwrite, format=format,
+                writer = SegmentedWriter(dst, reader, encoder=choice.encoder, overwrite=overwrite, format=format,
                                          settings=run_settings(cfg, str(self.device), self.precision),
                                          segment_seconds=cfg.resume_segment)
                 if writer.start is not None:
                     reader.start_at(writer.start)
             else:
-                writer = VideoWriter(dst, reader, encoder=cfg.encoder, overwrite=overwrite, format=format)
+                writer = VideoWriter(dst, reader, encoder=choice.encoder, overwrite=overwrite, format=format)
         except BaseException:
             reader.close()
             raise
+        said = choice.note if choice.note and not getattr(writer, "y4m", False) else None  # Y4M: raw frames
+        if said:
+            log.info("%s", said)  # the one line saying which encoder a CUDA run uses
+        run_notes = [*reader.notes, *([said] if said else [])]
         ctl = _Control()
         clocks = {"decode": _Clock(), "infer": _Clock(), "encode": _Clock()}
         q_decoded: queue.Queue = queue.Queue(cfg.queue_depth)
@@ -270,15 +290,28 @@ class Pipeline:
                 raise exc
             raise PipelineError(f"{ctl.stage} stage failed: {type(exc).__name__}: {exc}") from exc
         wall = time.perf_counter() - t_start
-        return self._report(reader, writer, src, dst, clocks, wall, latencies)
+        return self._report(reader, writer, src, dst, clocks, wall, latencies, run_notes)
+
+    def _gpu_index(self) -> int | None:
+        """The CUDA device index of this run (for NVENC/NVDEC); None on CPU."""
+        if self.device.type != "cuda":
+            return None
+        return self.device.index if self.device.index is not None else torch.cuda.current_device()
 
     def _report(self, reader: VideoReader, writer: VideoWriter, src: Any, dst: Any,
-                clocks: dict[str, _Clock], wall: float, latencies: array) -> RunReport:
+                clocks: dict[str, _Clock], wall: float, latencies: array, run_notes: list[str]) -> RunReport:
         info = reader.info
         frames = clocks["encode"].frames
         fps = frames / wall if wall > 0 else 0.0
         lat = np.frombuffer(latencies, dtype=np.float64) if len(latencies) else np.zeros(1)
-        notes = list(writer.notes)
+        stages = {name: c.report(wall) for name, c in clocks.items()}
+        notes = [*run_notes, *writer.notes]
+        if self.device.type == "cuda" and frames:
+            # On a GPU the stages run side by side: the busiest one sets the pace.
+            bound = max(stages, key=lambda name: stages[name].busy_fraction)
+            notes.append(f"{bound} is the bound: busy {stages[bound].busy_fraction:.0%} of the run "
+                         f"({stages[bound].fps:.1f} fps of busy time; encoder {writer.video_codec}, "
+                         f"decoder {reader.decoder})")
         if reader.lost_packets:
             log.info("%s: %d damaged packet(s) could not be decoded", info.path, reader.lost_packets)
         if reader.missing_frames:
@@ -300,7 +333,7 @@ class Pipeline:
             scale=self.scale,
             input_size=(info.width, info.height),
             output_size=(info.width * self.scale, info.height * self.scale),
-            stages={name: c.report(wall) for name, c in clocks.items()},
+            stages=stages,
             latency_ms={"p50": float(np.percentile(lat, 50)), "p95": float(np.percentile(lat, 95))},
             lost_packets=reader.lost_packets,
             notes=tuple(notes),
