@@ -25,6 +25,7 @@ PUBLIC = [
     "WeightsError",
     "__version__",
     "create_model",
+    "export_mpv",
     "export_onnx",
     "list_models",
     "load_weights",
@@ -93,7 +94,7 @@ def test_vsr_error_is_an_exception_not_a_base_exception() -> None:
 def test_api_options_are_keyword_only() -> None:
     import inspect
 
-    for fn in (vsr.Upscaler.__init__, vsr.export_onnx):
+    for fn in (vsr.Upscaler.__init__, vsr.export_onnx, vsr.export_mpv):
         params = [p for p in inspect.signature(fn).parameters.values() if p.name != "self"]
         positional = [p.name for p in params if p.kind is not inspect.Parameter.KEYWORD_ONLY]
         assert positional in ([], ["path"]), positional

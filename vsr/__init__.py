@@ -24,7 +24,7 @@ from .errors import (
 from . import ops
 from .models import ESPCN, ESPCNConfig, create_model, list_models, load_weights, register_model, save_weights
 from .api import Upscaler, upscale_video
-from .export import export_onnx
+from .export import export_mpv, export_onnx
 from .pipeline import RunReport
 
 __all__ = [
@@ -44,6 +44,7 @@ __all__ = [
     "WeightsError",
     "__version__",
     "create_model",
+    "export_mpv",
     "export_onnx",
     "list_models",
     "load_weights",

@@ -25,7 +25,7 @@ COMMANDS: tuple[tuple[str, str, str], ...] = (
     ("eval", "eval", "measure PSNR/SSIM on an image set under the published protocol"),
     ("train", "train", "train ESPCN weights from image folders"),
     ("bench", "bench", "measure speed: each stage alone, the pipeline, the bound and the peers"),
-    ("export", "export", "export a model to ONNX (FFmpeg dnn_processing, OpenCV dnn, ONNX Runtime)"),
+    ("export", "export", "export a model to ONNX (FFmpeg, OpenCV dnn, ONNX Runtime) or an mpv GLSL shader"),
 )
 
 

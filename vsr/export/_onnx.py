@@ -10,7 +10,6 @@ frames (the Y plane as float, chroma scaled by swscale); OpenCV's ``cv2.dnn`` re
 from __future__ import annotations
 
 import os
-import uuid
 import warnings
 from pathlib import Path
 
@@ -18,8 +17,9 @@ import numpy as np
 import torch
 
 from .._version import __version__
-from ..errors import ConfigError, EncodeError, OutputExistsError
+from ..errors import ConfigError
 from ..models import ESPCN, create_model
+from ._files import checked_destination, replacing
 
 __all__ = ["INPUT_NAME", "OUTPUT_NAME", "export_onnx", "onnx_max_difference"]
 
@@ -54,16 +54,9 @@ def export_onnx(
     onnx = _need_onnx()
     if isinstance(opset, bool) or not isinstance(opset, int) or not 11 <= opset <= 21:
         raise ConfigError(f"opset must be an integer from 11 to 21, got {opset!r}")
-    dest = Path(path)
-    if dest.is_dir():
-        raise EncodeError(f"{dest}: is a directory; give a file name such as espcn_x{scale}.onnx")
-    if dest.exists() and not overwrite:
-        raise OutputExistsError(f"{dest} exists; pass -y/--overwrite to replace it")
-    if not dest.parent.is_dir():
-        raise EncodeError(f"{dest}: folder {str(dest.parent)!r} does not exist")
+    dest = checked_destination(path, overwrite=overwrite, example=f"espcn_x{scale}.onnx")
     network = create_model(model, scale=scale, weights=os.fspath(weights) if weights is not None else "shipped")
-    tmp = dest.with_name(f".{dest.name}.vsr-{uuid.uuid4().hex[:8]}")
-    try:
+    with replacing(dest) as tmp:
         _write(network, tmp, opset)
         proto = onnx.load(str(tmp))  # type: ignore[attr-defined]
         onnx.checker.check_model(proto)  # type: ignore[attr-defined]
@@ -76,11 +69,6 @@ def export_onnx(
             entry = proto.metadata_props.add()
             entry.key, entry.value = key, value
         onnx.save(proto, str(tmp))  # type: ignore[attr-defined]
-        os.replace(tmp, dest)
-    except OSError as exc:
-        raise EncodeError(f"{dest}: cannot write ({exc.strerror or exc})") from None
-    finally:
-        tmp.unlink(missing_ok=True)
     return dest
 
 

@@ -1,0 +1,44 @@
+"""Where an exporter writes: the destination checked first, the file written beside it and renamed into place.
+
+Every exporter follows the house rule: an existing file is never replaced without
+``overwrite``, and a failed export leaves nothing behind (not even a temporary file).
+"""
+
+from __future__ import annotations
+
+import os
+import uuid
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from ..errors import EncodeError, OutputExistsError, VsrError
+
+__all__ = ["checked_destination", "replacing"]
+
+
+def checked_destination(path: str | os.PathLike[str], *, overwrite: bool, example: str) -> Path:
+    """``path`` as a Path, after refusing a folder, an existing file (without ``overwrite``) or a missing folder."""
+    dest = Path(path)
+    if dest.is_dir():
+        raise EncodeError(f"{dest}: is a directory; give a file name such as {example}")
+    if dest.exists() and not overwrite:
+        raise OutputExistsError(f"{dest} exists; pass -y/--overwrite to replace it")
+    if not dest.parent.is_dir():
+        raise EncodeError(f"{dest}: folder {str(dest.parent)!r} does not exist")
+    return dest
+
+
+@contextmanager
+def replacing(dest: Path) -> Iterator[Path]:
+    """Yield a hidden temporary path beside ``dest``; moved onto ``dest`` only if the block succeeds."""
+    tmp = dest.with_name(f".{dest.name}.vsr-{uuid.uuid4().hex[:8]}")
+    try:
+        yield tmp
+        os.replace(tmp, dest)
+    except VsrError:  # already one line (several subclass OSError)
+        raise
+    except OSError as exc:
+        raise EncodeError(f"{dest}: cannot write ({exc.strerror or exc})") from None
+    finally:
+        tmp.unlink(missing_ok=True)
