@@ -1,6 +1,7 @@
 -- mpv script for tests/test_export_mpv.py: a window screenshot of each of the first N frames
 -- (script-opts shot-frames=N, shot-prefix=PATH), then quit; any error quits with status 3.
--- Beside each PNG a .txt lists the render passes mpv ran for that frame (property vo-passes).
+-- Beside each PNG a .txt lists the render passes mpv ran for that frame (property vo-passes):
+-- description, tab, the pass's GPU time in ns (timer queries; 0 where the driver has none).
 local n = 0
 local total = tonumber(mp.get_opt("shot-frames") or "1")
 local prefix = mp.get_opt("shot-prefix") or "shot"
@@ -8,7 +9,7 @@ local function step()
     mp.commandv("screenshot-to-file", string.format("%s%d.png", prefix, n), "window")
     local passes = mp.get_property_native("vo-passes") or {}
     local f = assert(io.open(string.format("%s%d.txt", prefix, n), "w"))
-    for _, pass in ipairs(passes.fresh or {}) do f:write(pass.desc, "\n") end
+    for _, pass in ipairs(passes.fresh or {}) do f:write(pass.desc, "\t", tostring(pass.last), "\n") end
     f:close()
     n = n + 1
     if n >= total then mp.command("quit")

@@ -131,23 +131,28 @@ def test_cli_writes_the_shader_and_errors_are_one_line(tmp_path: Path, capsys) -
 
 # -- in mpv -------------------------------------------------------------------------------------------
 
-def gray_clip(path: Path, frames: int = 3, size: tuple[int, int] = (64, 48)) -> np.ndarray:
-    """A Y4M of real footage (a detailed crop of the bundled sample), gray (U = V = 128) and tagged
-    full range, so that mpv's RGB is the luma; returns the Y planes ``(frames, h, w)``."""
+def gray_clip(path: Path, frames: int = 3, size: tuple[int, int] = (64, 48), bits: int = 8) -> np.ndarray:
+    """A Y4M of real footage (a detailed crop of the bundled sample), gray (neutral chroma) and tagged
+    full range, so that mpv's RGB is the luma; returns the Y planes ``(frames, h, w)``. At 10 bits
+    the 8-bit footage is scaled by 4 with random low bits."""
     w, h = size
     planes = []
     with av.open(str(REPO / "samples" / "stream-of-water.mp4")) as container:
         for frame in container.decode(video=0):
             y = frame.to_ndarray(format="yuv420p")[: frame.height]
-            planes.append(np.ascontiguousarray(y[264 : 264 + h, 200 : 200 + w]))  # rocks and foam
+            planes.append(y[264 : 264 + h, 200 : 200 + w])  # rocks and foam
             if len(planes) == frames:
                 break
-    chroma = np.full(2 * (h // 2) * (w // 2), 128, np.uint8).tobytes()
+    y = np.stack(planes)
+    if bits == 10:
+        y = y.astype("<u2") * 4 + np.random.default_rng(0).integers(0, 4, y.shape).astype("<u2")
+    chroma = np.full(2 * (h // 2) * (w // 2), 1 << (bits - 1), y.dtype).tobytes()
+    tag = {8: "C420jpeg", 10: "C420p10 XYSCSS=420P10"}[bits]
     with open(path, "wb") as f:
-        f.write(f"YUV4MPEG2 W{w} H{h} F30:1 Ip A1:1 C420jpeg XCOLORRANGE=FULL\n".encode())
-        for y in planes:
-            f.write(b"FRAME\n" + y.tobytes() + chroma)
-    return np.stack(planes)
+        f.write(f"YUV4MPEG2 W{w} H{h} F30:1 Ip A1:1 {tag} XCOLORRANGE=FULL\n".encode())
+        for plane in y:
+            f.write(b"FRAME\n" + plane.tobytes() + chroma)
+    return y
 
 
 def mpv_frames(shader: Path, clip: Path, window: tuple[int, int], frames: int,
@@ -171,18 +176,20 @@ def luma(rgb: np.ndarray) -> np.ndarray:
     return rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
 
 
-def mpv_matches_vsr(tmp_path: Path, network: ESPCN, title: str) -> None:
+def mpv_matches_vsr(tmp_path: Path, network: ESPCN, title: str, bits: int = 8) -> None:
     r = network.scale
-    y = gray_clip(tmp_path / "gray.y4m")
+    y = gray_clip(tmp_path / "gray.y4m", bits=bits)
     shader = tmp_path / "vsr.glsl"
     shader.write_text(mpv_shader(network, title=title))
     n, h, w = y.shape
     shots, pass_lists = mpv_frames(shader, tmp_path / "gray.y4m", (w * r, h * r), n, tmp_path)
-    want = LumaUpscaler(network, device="cpu", dtype=torch.float32)(torch.from_numpy(y)[:, None])[:, 0].numpy()
+    top = (1 << bits) - 1
+    planes = torch.from_numpy(y.astype(np.int32) if bits > 8 else y)[:, None]
+    want = LumaUpscaler(network, device="cpu", dtype=torch.float32)(planes, max_value=top)[:, 0].numpy()
     for i, (rgb, ran) in enumerate(zip(shots, pass_lists)):
         assert rgb.shape == (h * r, w * r, 3)
         assert sum(p.startswith(f"user shader: {title}") for p in ran) == shader_cost(network).passes, ran
-        diff = np.abs(luma(rgb) - want[i])
+        diff = np.abs(luma(rgb) - want[i] * (255 / top))  # in 8-bit levels
         assert diff.max() <= 2.0, f"frame {i}: max |mpv - vsr| {diff.max():.2f} levels at {np.unravel_index(diff.argmax(), diff.shape)}"
         assert np.abs(rgb.astype(int) - rgb[..., 1:2]).max() <= 1  # gray stays gray: chroma untouched
 
@@ -206,6 +213,12 @@ def test_mpv_runs_any_walkable_model(tmp_path: Path) -> None:
             if isinstance(m, nn.PReLU):
                 m.weight.uniform_(0.05, 0.5)
     mpv_matches_vsr(tmp_path, net, "vsr test")
+
+
+@needs_mpv
+def test_mpv_feeds_10_bit_luma_as_vsr_does(tmp_path: Path) -> None:
+    """mpv normalises a 10-bit plane to Y / 1023, as vsr does (max_value 1023)."""
+    mpv_matches_vsr(tmp_path, create_model("espcn-fast", scale=3), "vsr espcn-fast x3", bits=10)
 
 
 @needs_mpv

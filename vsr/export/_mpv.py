@@ -7,8 +7,9 @@ the syntax is mpv's manual's ("--glsl-shaders"), the layout that of FSRCNNX's ge
   (``//!WHEN``, the same on every pass, so that the chain runs whole or not at all);
 - a convolution with C output maps is ceil(C/4) passes at the video's size, each writing 4
   maps into one RGBA float texture (``//!SAVE``, ``//!COMPONENTS 4``) from the ``//!BIND``-ed
-  maps of the layer before (at most 16 textures, i.e. 64 input maps: mpv's and libplacebo's
-  limit per pass); weights and biases are constants in the code; the activation follows;
+  maps of the layer before; weights and biases are constants in the code; the activation
+  follows. A layer reading more textures than one pass may bind (:data:`MAX_BINDS`) takes
+  several passes per 4 maps, each adding to the partial sum of the one before;
 - the network zero-pads every layer's input, but texture reads clamp to the edge: each tap
   that falls outside the frame is multiplied by 0;
 - the last pass writes the r× luma (``//!WIDTH LUMA.w r *``, ``//!OFFSET ALIGN``) by the
@@ -102,7 +103,7 @@ def _conv(name: str, m: nn.Conv2d) -> _Conv:
         raise _cannot(name, m, f"kernel {k[0]}x{k[1]}, not square and odd")
     if m.stride != (1, 1) or m.dilation != (1, 1) or m.groups != 1:
         raise _cannot(name, m, f"stride {m.stride}, dilation {m.dilation}, groups {m.groups}")
-    if m.padding != (k[0] // 2, k[0] // 2) or m.padding_mode != "zeros":
+    if m.padding not in ((k[0] // 2, k[0] // 2), "same") or m.padding_mode != "zeros":
         raise _cannot(name, m, f"padding {m.padding!r} ({m.padding_mode}), not zero 'same' padding")
     weight = m.weight.detach().float().cpu().numpy()
     bias = (m.bias.detach().float().cpu().numpy() if m.bias is not None
