@@ -155,14 +155,14 @@ def gray_clip(path: Path, frames: int = 3, size: tuple[int, int] = (64, 48), bit
     return y
 
 
-def mpv_frames(shader: Path, clip: Path, window: tuple[int, int], frames: int,
-               tmp: Path) -> tuple[list[np.ndarray], list[list[str]]]:
+def mpv_frames(shader: Path, clip: Path, window: tuple[int, int], frames: int, tmp: Path,
+               rotate: int = 0) -> tuple[list[np.ndarray], list[list[str]]]:
     """Window screenshots (RGB) of the first ``frames`` frames played with ``shader``, and mpv's passes for each."""
     prefix = tmp / "shot"
     cmd = ["xvfb-run", "-a", "mpv", "--no-config", "--vo=gpu", "--gpu-api=opengl", "--gpu-context=x11egl",
            f"--geometry={window[0]}x{window[1]}", f"--glsl-shaders={shader}", "--pause", "--dither-depth=no",
            "--osd-level=0", "--no-osd-bar", "--no-osc", "--ytdl=no", "--screenshot-format=png",
-           "--screenshot-high-bit-depth=no", f"--script={SCRIPT}",
+           "--screenshot-high-bit-depth=no", f"--video-rotate={rotate}", f"--script={SCRIPT}",
            f"--script-opts=shot-frames={frames},shot-prefix={prefix}", str(clip)]
     run = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
     shots = [cv2.imread(f"{prefix}{i}.png", cv2.IMREAD_COLOR) for i in range(frames)]
@@ -176,18 +176,20 @@ def luma(rgb: np.ndarray) -> np.ndarray:
     return rgb.astype(np.float64) @ np.array([0.299, 0.587, 0.114])
 
 
-def mpv_matches_vsr(tmp_path: Path, network: ESPCN, title: str, bits: int = 8) -> None:
+def mpv_matches_vsr(tmp_path: Path, network: ESPCN, title: str, bits: int = 8, rotate: int = 0) -> None:
     r = network.scale
     y = gray_clip(tmp_path / "gray.y4m", bits=bits)
     shader = tmp_path / "vsr.glsl"
     shader.write_text(mpv_shader(network, title=title))
     n, h, w = y.shape
-    shots, pass_lists = mpv_frames(shader, tmp_path / "gray.y4m", (w * r, h * r), n, tmp_path)
+    window = (h * r, w * r) if rotate % 180 else (w * r, h * r)
+    shots, pass_lists = mpv_frames(shader, tmp_path / "gray.y4m", window, n, tmp_path, rotate)
     top = (1 << bits) - 1
     planes = torch.from_numpy(y.astype(np.int32) if bits > 8 else y)[:, None]
     want = LumaUpscaler(network, device="cpu", dtype=torch.float32)(planes, max_value=top)[:, 0].numpy()
+    want = np.rot90(want, -rotate // 90, axes=(1, 2))  # vsr upscales as stored; mpv shows it turned clockwise
     for i, (rgb, ran) in enumerate(zip(shots, pass_lists)):
-        assert rgb.shape == (h * r, w * r, 3)
+        assert rgb.shape == (*want.shape[1:], 3)
         assert sum(p.startswith(f"user shader: {title}") for p in ran) == shader_cost(network).passes, ran
         diff = np.abs(luma(rgb) - want[i] * (255 / top))  # in 8-bit levels
         assert diff.max() <= 2.0, f"frame {i}: max |mpv - vsr| {diff.max():.2f} levels at {np.unravel_index(diff.argmax(), diff.shape)}"
@@ -219,6 +221,14 @@ def test_mpv_runs_any_walkable_model(tmp_path: Path) -> None:
 def test_mpv_feeds_10_bit_luma_as_vsr_does(tmp_path: Path) -> None:
     """mpv normalises a 10-bit plane to Y / 1023, as vsr does (max_value 1023)."""
     mpv_matches_vsr(tmp_path, create_model("espcn-fast", scale=3), "vsr espcn-fast x3", bits=10)
+
+
+@needs_mpv
+@pytest.mark.parametrize("model, scale, rotate", [("espcn-fast", 3, 90), ("espcn-fast", 3, 180),
+                                                  ("espcn-fast", 3, 270), ("espcn", 2, 90)])
+def test_mpv_upscales_rotated_video_as_stored(tmp_path: Path, model: str, scale: int, rotate: int) -> None:
+    """Rotation metadata: the network still runs on the frame as stored, as vsr does."""
+    mpv_matches_vsr(tmp_path, create_model(model, scale=scale), f"vsr {model} x{scale}", rotate=rotate)
 
 
 @needs_mpv

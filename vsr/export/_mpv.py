@@ -18,8 +18,11 @@ the syntax is mpv's manual's ("--glsl-shaders"), the layout that of FSRCNNX's ge
 
 mpv hands the ``LUMA`` hook the plane as stored, normalised to [0, 1] (Y / 255 at 8 bits,
 Y / (2^b − 1) at b bits) without range expansion: the input vsr's networks take. Taps are
-texture reads at texel centres in the plane's own (unrotated) orientation, the one vsr
-upscales frames in. Chroma is left to mpv's scalers.
+texture reads at texel centres. The network runs in the plane's stored orientation, as vsr
+upscales frames: with a rotated video (``--video-rotate``, rotation metadata) mpv keeps
+``LUMA`` as stored but lays the passes' textures out as displayed, so the taps into feature
+maps and the shuffle's sub-pixel index are turned by ``HOOKED_rot`` (measured in mpv 0.35 at
+0, 90, 180 and 270 degrees). Chroma is left to mpv's scalers.
 
 The model is walked, not assumed: its leaf modules in registration order (the order ESPCN
 and ``nn.Sequential`` run them) must be convolutions, each optionally followed by an
@@ -170,12 +173,15 @@ class _Pass:
 
     @property
     def binds(self) -> tuple[str, ...]:
-        return self.reads + ((self.partial,) if self.partial else ())
+        """Every pass binds HOOKED too: its rotation turns the taps of rotated video (see _taps)."""
+        hooked = () if "HOOKED" in self.reads else ("HOOKED",)
+        return self.reads + ((self.partial,) if self.partial else ()) + hooked
 
 
 def _chunks(n: int) -> list[range]:
-    """Input textures 0..n-1 split evenly into the fewest passes that bind at most MAX_BINDS each."""
-    parts = max(1, math.ceil((n - 1) / (MAX_BINDS - 1)))
+    """Input textures 0..n-1 split evenly into the fewest passes that bind at most MAX_BINDS each
+    (with HOOKED and, after the first, the partial sum)."""
+    parts = max(1, math.ceil((n - 1) / (MAX_BINDS - 2)))
     bounds = [round(i * n / parts) for i in range(parts + 1)]
     return [range(bounds[i], bounds[i + 1]) for i in range(parts)]
 
@@ -259,10 +265,17 @@ def _conv_pass(p: _Pass, *, title: str, when: str) -> str:
               "    vec2 end = 1.0 / pt - 0.5;  // past the last column and row",
               f"    vec4 res = {start};",
               "    vec4 acc;"]
+    if first != "HOOKED":
+        lines.append("    vec2 d;")
     w = conv.weight[lo:hi]
     for dy in range(-(k // 2), k // 2 + 1):
         for dx in range(-(k // 2), k // 2 + 1):
-            tap = f"pos + vec2({_f(dx)}, {_f(dy)}) * pt"
+            if first == "HOOKED":
+                d = f"vec2({_f(dx)}, {_f(dy)})"
+            else:  # feature maps are stored as displayed: turn the offset as mpv turned the video
+                d = "d"
+                lines.append(f"    d = floor(vec2({_f(dx)}, {_f(dy)}) * HOOKED_rot + 0.5);")
+            tap = f"pos + {d} * pt"
             ky, kx = dy + k // 2, dx + k // 2
             if conv.inputs == 1:
                 terms = [f"{_vec4(w[:, 0, ky, kx])} * {first}_tex({tap}).x"]
@@ -271,7 +284,7 @@ def _conv_pass(p: _Pass, *, title: str, when: str) -> str:
                          for j, tex in enumerate(p.reads, p.first)]
             lines.append(f"    acc = {terms[0]};")
             lines += [f"    acc += {t};" for t in terms[1:]]
-            mask = "" if dx == dy == 0 else f"inside(here + vec2({_f(dx)}, {_f(dy)}), end) * "
+            mask = "" if dx == dy == 0 else f"inside(here + {d}, end) * "
             lines.append(f"    res += {mask}acc;")
     if p.last and conv.activation == "tanh":
         lines.append("    res = tanh4(res);")
@@ -286,12 +299,13 @@ def _conv_pass(p: _Pass, *, title: str, when: str) -> str:
 
 def _shuffle_pass(ins: list[str], r: int, *, title: str, when: str) -> str:
     lines: list[str] = []
-    _header(lines, desc=f"{title}: periodic shuffle to the {r}x luma", when=when, binds=ins)
+    _header(lines, desc=f"{title}: periodic shuffle to the {r}x luma", when=when, binds=[*ins, "HOOKED"])
     first = ins[0]
     lines += [f"//!WIDTH LUMA.w {r} *", f"//!HEIGHT LUMA.h {r} *", "//!OFFSET ALIGN", "//!COMPONENTS 1", "",
               "vec4 hook() {",
               f"    vec2 lr = {first}_pos / {first}_pt;  // position in video pixels",
-              f"    vec2 sub = floor(fract(lr) * {_f(r)});  // which of the {r}x{r} output pixels of that video pixel",
+              f"    vec2 sub = floor(fract(lr) * {_f(r)});  // which of the {r}x{r} output pixels of that video pixel,",
+              f"    sub = floor(HOOKED_rot * (sub - {_f((r - 1) / 2)}) + {_f((r - 1) / 2 + 0.5)});  // counted as stored",
               f"    vec2 base = (floor(lr) + 0.5) * {first}_pt;",
               f"    float map = sub.y * {_f(r)} + sub.x;",
               "    float y = 0.0;"]
