@@ -69,6 +69,7 @@ class VideoReader:
         self._presented = 0  # frames the container says it shows; 0 when it does not count them (set by _probe)
         self._video_start: float | None = None  # time of the first decoded frame, seconds
         self._start: Fraction | None = None  # see start_at()
+        self._stop: Fraction | None = None  # see stop_at()
         self._video_end: float | None = None  # end time of the last decoded frame, seconds
         self.rotation = 0  # display rotation in degrees, from the first frame's display matrix
         self._converted_from: str | None = None
@@ -167,6 +168,8 @@ class VideoReader:
                             self.rotation = frame.rotation
                         if self._start is not None and _before(frame, self._start):
                             continue
+                        if self._stop is not None and not _before(frame, self._stop):
+                            return  # the end of a segment (see stop_at)
                         self.frames_decoded += 1
                         if frame.pts is not None and frame.time_base:
                             if self._video_start is None:
@@ -181,19 +184,26 @@ class VideoReader:
         if self._start is None:  # a run that started mid-way cannot count what the file lacks
             self.missing_frames = self._shortfall()
 
-    def start_at(self, seconds: Fraction) -> None:
+    def start_at(self, seconds: Fraction, *, seek: Fraction | None = None) -> None:
         """Begin at the first video frame shown at or after ``seconds`` (to resume a job); call before iterating.
 
-        Seeks to a keyframe a second or more before it (so that copied streams' packets
-        stored near it are not missed), then skips what is shown earlier.
+        Seeks to the keyframe at or before ``seek`` seconds (default: a second before
+        ``seconds``, so that copied streams' packets stored near it are not missed), then
+        skips what is shown earlier. A segment that starts at a keyframe seeks to that
+        keyframe's decode time, which is at or before the frame in every container.
         """
         self._start = Fraction(seconds)
+        target = self._start - 1 if seek is None else Fraction(seek)
         s = self.video
         if seconds > 0 and s.time_base:
             try:
-                self.container.seek(int((self._start - 1) / s.time_base), stream=s, backward=True)
+                self.container.seek(int(target / s.time_base), stream=s, backward=True)
             except av.FFmpegError as exc:
                 raise MediaError(f"{self.path}: cannot seek to {float(seconds):.3f} s ({_one_line(exc)})") from None
+
+    def stop_at(self, seconds: Fraction | None) -> None:
+        """End before the first video frame shown at or after ``seconds`` (None: at the end of the input)."""
+        self._stop = None if seconds is None else Fraction(seconds)
 
     def _shortfall(self) -> int:
         """Frames the container announces beyond those decoded: a truncated file's loss.

@@ -241,6 +241,31 @@ class Pipeline:
         if said:
             log.info("%s", said)  # the one line saying which encoder a CUDA run uses
         run_notes = [*reader.notes, *([said] if said else [])]
+        return self.run_streams(reader, writer, src=src, dst=dst, progress=progress,
+                                total=max(0, reader.info.frames - getattr(writer, "kept_frames", 0)),
+                                notes=run_notes)
+
+    def run_streams(
+        self,
+        reader: VideoReader,
+        writer: Any,
+        *,
+        src: str | Path,
+        dst: str | Path,
+        progress: Callable[[Progress], None] | None = None,
+        total: int | None = None,
+        notes: list[str] | None = None,
+    ) -> RunReport:
+        """Run the three stages from an open ``reader`` into an open ``writer``; both are closed here.
+
+        For callers that set the reader and writer up themselves (:mod:`vsr.resume`'s
+        segments: a reader limited to a window of the input, a video-only writer).
+        ``total``: the frames expected, for progress (None: the container's count);
+        ``notes``: what the report says besides the writer's notes (None: the reader's).
+        """
+        cfg = self.config
+        total = reader.info.frames if total is None else total
+        run_notes = list(reader.notes) if notes is None else notes
         ctl = _Control()
         clocks = {"decode": _Clock(), "infer": _Clock(), "encode": _Clock()}
         q_decoded: queue.Queue = queue.Queue(cfg.queue_depth)
@@ -266,7 +291,7 @@ class Pipeline:
                              name="vsr-infer", daemon=True),
             threading.Thread(
                 target=guard("encode", self._encode, writer, q_upscaled, ctl, clocks["encode"], latencies,
-                             progress, max(0, reader.info.frames - getattr(writer, "kept_frames", 0)), t_start),
+                             progress, total, t_start),
                 name="vsr-encode", daemon=True),
         ]
         try:
