@@ -68,6 +68,8 @@ def make_clip(
     pts: list[int] | None = None,
     time_base: Fraction | None = None,
     interlaced: bool = False,
+    gop: int | None = None,
+    encoder_options: dict[str, str] | None = None,
 ) -> Path:
     """Write a clip; ``audio={"channels": 1, "rate": 44100}`` adds an AAC track of the same duration.
 
@@ -86,6 +88,12 @@ def make_clip(
     if codec == "libx264":
         v.codec_context.options = {"preset": "ultrafast", "crf": "18",
                                    **({"x264-params": "interlaced=1:tff=1"} if interlaced else {})}
+    if encoder_options is not None:
+        v.codec_context.options = encoder_options
+    if gop is not None:
+        v.codec_context.gop_size = gop
+        if codec == "libx264":
+            v.codec_context.options = {**v.codec_context.options, "x264-params": f"keyint={gop}:min-keyint={gop}:scenecut=0"}
     if interlaced:
         v.codec_context.field_order = 2  # AV_FIELD_TT
     for attr, value in (("color_range", color_range), ("colorspace", colorspace),

@@ -18,6 +18,7 @@ from .errors import ConfigError
 
 __all__ = [
     "EncoderConfig",
+    "ExecutorConfig",
     "ModelConfig",
     "OutputConfig",
     "PipelineConfig",
@@ -65,6 +66,26 @@ class OutputConfig:
 
 
 @dataclass(frozen=True, kw_only=True)
+class ExecutorConfig:
+    """Where ``vsr run`` works: in this process (``local``) or on a Ray cluster (``ray``, :mod:`vsr.cluster`)."""
+
+    kind: Literal["local", "ray"] = "local"
+    address: str | None = None  # a Ray cluster ("host:port", "auto"); None: start a local Ray on loopback
+    segment_seconds: int = 10  # a segment ends at the first keyframe this many seconds after its start
+    cpus_per_worker: int = 2  # CPU cores per worker on CPU nodes (one worker per that many cores)
+    gpus_per_worker: int = 1  # GPUs per worker on GPU nodes
+    max_retries: int = 3  # times a segment is rerun after its worker or node died
+
+    def __post_init__(self) -> None:
+        for name, low in (("segment_seconds", 1), ("cpus_per_worker", 1), ("gpus_per_worker", 1),
+                          ("max_retries", 0)):
+            if getattr(self, name) < low:
+                raise ConfigError(f"executor.{name} must be an integer >= {low}, got {getattr(self, name)}")
+        if self.address is not None and not self.address.strip():
+            raise ConfigError("executor.address must be host:port, auto, or null (a local Ray)")
+
+
+@dataclass(frozen=True, kw_only=True)
 class PipelineConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     device: Device = "auto"
@@ -77,6 +98,7 @@ class PipelineConfig:
     output: OutputConfig = field(default_factory=OutputConfig)
     progress: Literal["auto", "always", "never"] = "auto"
     resume_segment: int = 10  # seconds of video per segment of a resumable run (vsr run --resume)
+    executor: ExecutorConfig = field(default_factory=ExecutorConfig)
 
     def __post_init__(self) -> None:
         if not _DEVICE_RE.match(self.device):

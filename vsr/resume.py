@@ -189,18 +189,19 @@ def plan_segments(path: str | os.PathLike[str], seconds: int) -> list[Segment]:
 class SegmentStore:
     """The work folder of a destination: its lock, manifest and finished segment files.
 
-    ``contiguous``: keep only an unbroken run of finished segments from the first (a
+    ``fresh``: discard what an earlier run left (a run without ``--resume``). ``contiguous``: keep only an unbroken run of finished segments from the first (a
     sequential writer resumes after it); otherwise keep every finished one (segments
     encoded in parallel finish in any order). ``plan``: recorded in the manifest; a
     folder made with another plan is started over.
     """
 
     def __init__(self, dest: Path, *, input: Any, settings: Mapping[str, Any], contiguous: bool,
-                 plan: list[Segment] | None = None, notes: list[str] | None = None) -> None:
+                 plan: list[Segment] | None = None, notes: list[str] | None = None, fresh: bool = False) -> None:
         self.dest = dest
         self.folder = work_folder(dest)
         self.notes = notes if notes is not None else []
         self._contiguous = contiguous
+        self._fresh = fresh
         self.manifest: dict[str, Any] = {
             "version": _VERSION,
             "input": input,
@@ -234,7 +235,7 @@ class SegmentStore:
         """Keep the finished segments of an earlier run of this job."""
         path = self.folder / MANIFEST
         old: dict[str, Any] | None = None
-        if path.is_file():
+        if path.is_file() and not self._fresh:
             try:
                 old = json.loads(path.read_text(encoding="utf-8"))
             except (OSError, ValueError):
@@ -253,16 +254,19 @@ class SegmentStore:
                         continue
                     kept.append(seg)
         if kept:
-            self._tidy(kept)
+            self.manifest["segments"] = kept
+            self.tidy()
         elif self.folder.exists():
             shutil.rmtree(self.folder, ignore_errors=True)
         self.folder.mkdir(exist_ok=True)
         self.manifest["segments"] = kept
         self._save()
 
-    def _tidy(self, kept: list[dict[str, Any]]) -> None:
-        """Remove what an interrupted run left beside the kept segments (half-written files)."""
-        names = {seg["file"] for seg in kept} | {MANIFEST}
+    def tidy(self) -> None:
+        """Remove what an interrupted run left beside the finished segments (half-written files)."""
+        if not self.folder.is_dir():
+            return
+        names = {seg["file"] for seg in self.segments} | {MANIFEST}
         for p in self.folder.iterdir():
             if p.name in names:
                 continue

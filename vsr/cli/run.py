@@ -62,6 +62,12 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--resume", action="store_true",
                    help="encode in segments kept beside the output until it is done, and continue an "
                         "interrupted run of the same job from its last finished segment")
+    p.add_argument("--executor", choices=("local", "ray"),
+                   help="where to work: local (this process, the default) or ray (segments in parallel on a "
+                        "Ray cluster; needs pip install 'vsr[ray]'; see docs/CLUSTER.md)")
+    p.add_argument("--ray-address", metavar="ADDR",
+                   help="with --executor ray: the cluster's head, host:port or auto (default: start a Ray on "
+                        "this machine, listening on loopback only)")
 
 
 def _overrides(args: argparse.Namespace) -> dict[str, object]:
@@ -76,35 +82,35 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         "encoder.audio": args.audio,
         "output.overwrite": args.overwrite,
         "progress": "never" if args.quiet else None,
+        "executor.kind": args.executor,
+        "executor.address": args.ray_address,
     }
 
 
 class ProgressBar:
-    """A one-line progress bar on stderr: frames, fps and ETA."""
+    """The progress bar on stderr (tqdm): frames done of the total, fps, ETA; for a cluster job, over all workers."""
 
     def __init__(self, enabled: bool) -> None:
         self.enabled = enabled
-        self._last = 0.0
+        self._bar: Any = None
 
     def __call__(self, p: Progress) -> None:
-        now = time.monotonic()
-        if not self.enabled or now - self._last < 0.25:
+        if not self.enabled:
             return
-        self._last = now
-        if p.total:
-            frac = min(1.0, p.frames / p.total)
-            bar = "#" * int(frac * 30)
-            eta = (p.total - p.frames) / p.fps if p.fps > 0 else 0.0
-            line = f"[{bar:<30}] {p.frames}/{p.total} frames  {p.fps:.1f} fps  ETA {int(eta) // 60}:{int(eta) % 60:02d}"
-        else:
-            line = f"{p.frames} frames  {p.fps:.1f} fps"
-        sys.stderr.write("\r" + line + " " * 4)
-        sys.stderr.flush()
+        if self._bar is None:
+            from tqdm import tqdm
+
+            self._bar = tqdm(total=p.total or None, unit=" frames", file=sys.stderr, mininterval=0.25,
+                             dynamic_ncols=True, leave=False, smoothing=0.1)
+        if p.total and self._bar.total != p.total:
+            self._bar.total = p.total
+        if p.frames > self._bar.n:
+            self._bar.update(p.frames - self._bar.n)
 
     def finish(self) -> None:
-        if self.enabled and self._last:
-            sys.stderr.write("\r" + " " * 80 + "\r")
-            sys.stderr.flush()
+        if self._bar is not None:
+            self._bar.close()
+            self._bar = None
 
 
 def summary(report: RunReport) -> str:
@@ -127,6 +133,10 @@ def main(args: argparse.Namespace) -> int:
     if args.report and Path(args.report).is_dir():
         raise ConfigError(f"--report {args.report}: is a directory; give a file name")
     muxer = resolve_container_format(args.format, args.output or "")
+    if config.executor.kind == "ray":
+        from ._cluster import run_cluster
+
+        return run_cluster(args, config, muxer)
     if len(args.inputs) == 1 and not (args.inputs[0] != "-" and Path(args.inputs[0]).is_dir()):
         return _run_one(args, config, muxer)
     return _run_batch(args, config, muxer)
