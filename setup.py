@@ -24,11 +24,17 @@ setup(
         "pyyaml>=6",
         # safetensors: weights without pickle, with architecture metadata.
         "safetensors>=0.4",
+        # tqdm: the progress bar of every command (one bar over all workers of a cluster job); small, pure Python.
+        "tqdm>=4.60",
     ],
     extras_require={
-        # dev: everything the tests import (.ci/run installs it into a fresh virtual environment).
-        "dev": ["pytest>=7", "hypothesis>=6", "onnx>=1.15", "onnxruntime>=1.17"],
+        # dev: everything the tests import (.ci/run installs it into a fresh virtual environment);
+        # ray, s3fs and moto[server]: test_cluster runs a two-node Ray cluster and a local S3 on loopback.
+        "dev": ["pytest>=7", "hypothesis>=6", "onnx>=1.15", "onnxruntime>=1.17", "ray>=2.9", "fsspec>=2023.1",
+                "s3fs>=2023.1", "moto[server]>=5"],
         "onnx": ["onnx>=1.15", "onnxruntime>=1.17"],
+        "ray": ["ray>=2.9"],  # vsr run --executor ray (docs/CLUSTER.md)
+        "s3": ["fsspec>=2023.1", "s3fs>=2023.1"],  # s3:// inputs and outputs of --executor ray
     },
     entry_points={"console_scripts": ["vsr=vsr.cli:main"]},
 )

@@ -271,8 +271,15 @@ def upscale_video(
     format: str | None = None,
     overwrite: bool | None = None,
     progress: Callable[[Progress], None] | None = None,
+    executor: str | None = None,
+    ray_address: str | None = None,
+    resume: bool = False,
 ) -> RunReport:
     """Upscale one video file, as ``vsr run SRC -o DST`` does with the same options.
+
+    ``executor="ray"`` (or ``executor.kind: ray`` in ``config``) upscales its segments in
+    parallel on Ray (:mod:`vsr.cluster`; ``ray_address`` as ``--ray-address``); the result
+    is the same file. ``resume``: as ``--resume``.
 
     ``src``/``dst`` may be ``"-"`` (standard input/output). ``dst`` None: ``output.pattern``
     beside ``src``. ``config``: a YAML file like ``pipeline.yaml``; the other options,
@@ -285,9 +292,20 @@ def upscale_video(
         "device": device, "precision": precision, "batch": batch, "tile": tile,
         "encoder.codec": codec, "encoder.crf": crf, "encoder.preset": preset, "encoder.pix_fmt": pix_fmt,
         "encoder.audio": audio, "output.overwrite": overwrite,
+        "executor.kind": executor, "executor.address": ray_address,
     }
     cfg = load_config(config, overrides)
     if os.fspath(src) == "-" and dst is None:
         raise ConfigError("src '-' (standard input) needs a dst")
     resolve_container_format(format, dst if dst is not None else "")  # option errors before the model loads
-    return Pipeline(cfg).run(os.fspath(src), dst, progress=progress, format=format)
+    if cfg.executor.kind == "ray":
+        from . import cluster
+        from .errors import VsrError
+        from .pipeline import default_output_path
+
+        out = os.fspath(dst) if dst is not None else str(default_output_path(src, cfg))
+        [done] = cluster.run([(src, out)], cfg, resume=resume, format=format, progress=progress).files
+        if done.report is None:
+            raise VsrError(done.error or f"{src}: failed")
+        return done.report
+    return Pipeline(cfg).run(os.fspath(src), dst, progress=progress, format=format, resume=resume)

@@ -36,9 +36,10 @@ class FileResult:
     segments: int = 0
     retries: int = 0
     busy_s: float = 0.0  # worker seconds spent on its segments
+    join_s: float = 0.0  # driver seconds spent joining them
 
     def to_dict(self) -> dict[str, Any]:
-        extra = {"segments": self.segments, "retries": self.retries, "busy_s": self.busy_s}
+        extra = {"segments": self.segments, "retries": self.retries, "busy_s": self.busy_s, "join_s": self.join_s}
         if self.report is not None:
             return {"status": "ok", **self.report.to_dict(), **extra}
         return {"status": "failed", "input": self.input, "output": self.output, "error": self.error, **extra}
@@ -52,6 +53,7 @@ class ClusterResult:
     nodes: dict[str, dict[str, Any]] = field(default_factory=dict)
     elapsed_s: float = 0.0
     workers: int = 0
+    overhead_s: list[float] = field(default_factory=list)  # per segment: scheduling and transfer, not work
 
     @property
     def failed(self) -> list[FileResult]:
@@ -100,7 +102,7 @@ def run(
             nodes[name] = {**n, "fps": fps}
         results = [FileResult(f.src, f.dst, f.report, f.error if f.report is None else None,
                               segments=len(f.plan), retries=f.retries,
-                              busy_s=sum(r["busy_s"] for r in f.results.values())) for f in files]
-        return ClusterResult(results, nodes, elapsed, job._started)
+                              busy_s=sum(r["busy_s"] for r in f.results.values()), join_s=f.join_s) for f in files]
+        return ClusterResult(results, nodes, elapsed, job._started, job.overhead_s)
     finally:
         conn.close()

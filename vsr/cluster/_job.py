@@ -50,6 +50,7 @@ class FileJob:
     results: dict[int, dict[str, Any]] = field(default_factory=dict)  # segment index -> its worker's result
     lost: dict[int, int] = field(default_factory=dict)  # segment index -> attempts lost with their worker
     retries: int = 0
+    join_s: float = 0.0  # the driver's time to join the segments into the output
     report: RunReport | None = None
     t_start: float | None = None
 
@@ -84,6 +85,8 @@ class ClusterJob:
             lambda: {"frames": 0, "segments": 0, "busy_s": 0.0, "retries": 0})
         self.gpu = False
         self.tally: Any = None
+        self.overhead_s: list[float] = []  # per segment: dispatch to result on the driver, less the worker's time
+        self._dispatched: dict[Any, float] = {}
         self._started = 0  # workers started, replacements included
         self._max_started = 0
 
@@ -277,7 +280,9 @@ class ClusterJob:
             task = {"key": key, "src": job.src, "identity": job.identity, "segment": seg.to_dict(), "out": out,
                     "suffix": suffix, "format": job.format}
             w.busy = True
-            inflight[w.actor.encode.remote(task, self.tally)] = (w, job, seg)
+            ref = w.actor.encode.remote(task, self.tally)
+            inflight[ref] = (w, job, seg)
+            self._dispatched[ref] = time.perf_counter()
 
     def _worker_ready(self, ref: Any) -> None:
         w = next(w for w in self.workers if w.ready_ref == ref)
@@ -305,6 +310,7 @@ class ClusterJob:
         w, job, seg = entry
         w.busy = False
         ray = self.ray
+        t_sent = self._dispatched.pop(ref, None)
         try:
             result = ray.get(ref)
         except ray.exceptions.RayTaskError as exc:
@@ -340,6 +346,8 @@ class ClusterJob:
         if job.staging is not None:
             _storage.fetch(_storage.join_url(job.staging, Path(job.store.path(seg.index)).name),
                            job.store.path(seg.index))
+        if t_sent is not None:
+            self.overhead_s.append(max(0.0, time.perf_counter() - t_sent - result["busy_s"]))
         job.results[seg.index] = result
         job.store.add(seg.index, result["frames"])
         node = self.nodes[result["node"]]
@@ -412,7 +420,8 @@ class ClusterJob:
             return
         frames = job.store.frames
         self._drop_store(job, keep=False)
-        job.report = self._file_report(job, info, frames, notes, time.perf_counter() - t0)
+        job.join_s = time.perf_counter() - t0
+        job.report = self._file_report(job, info, frames, notes, job.join_s)
 
     def _file_report(self, job: FileJob, info: Any, frames: int, notes: list[str], join_s: float) -> RunReport:
         wall = time.perf_counter() - (job.t_start or time.perf_counter())

@@ -1,0 +1,60 @@
+"""``--executor ray`` where no cluster runs: the executor block of the config, a missing extra, a bad address."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from media_utils import make_clip
+from vsr.cli import main as vsr_main
+from vsr.config import config_from_dict, load_config
+from vsr.errors import ConfigError
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_executor_block_is_validated_like_the_rest() -> None:
+    cfg = config_from_dict({"executor": {"kind": "ray", "address": "10.0.0.1:6379", "segment_seconds": 5,
+                                         "cpus_per_worker": 4, "gpus_per_worker": 1, "max_retries": 0}})
+    assert cfg.executor.kind == "ray" and cfg.executor.segment_seconds == 5
+    with pytest.raises(ConfigError, match=r"executor\.kind must be one of local, ray"):
+        config_from_dict({"executor": {"kind": "spark"}})
+    with pytest.raises(ConfigError, match=r"unknown key executor\.workers"):
+        config_from_dict({"executor": {"workers": 3}})
+    with pytest.raises(ConfigError, match=r"executor\.segment_seconds must be an integer >= 1"):
+        config_from_dict({"executor": {"segment_seconds": 0}})
+    assert load_config(None, {"executor.kind": "ray"}).executor.kind == "ray"
+
+
+def test_without_ray_one_line_says_how_to_install(tmp_path: Path, capsys, monkeypatch) -> None:
+    src = make_clip(tmp_path / "in.mp4", frames=4)
+    monkeypatch.setitem(sys.modules, "ray", None)  # import ray fails, as without the extra
+    code = vsr_main(["run", str(src), "--executor", "ray"])
+    err = capsys.readouterr().err.strip().splitlines()
+    assert code == 1 and len(err) == 1
+    assert "pip install 'vsr[ray]'" in err[0]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.mp4"]
+
+
+def test_unreachable_address_is_one_line_fast(tmp_path: Path) -> None:
+    pytest.importorskip("ray")
+    src = make_clip(tmp_path / "in.mp4", frames=4)
+    t0 = time.monotonic()
+    proc = subprocess.run([sys.executable, "-m", "vsr", "run", str(src), "--executor", "ray",
+                           "--ray-address", "127.0.0.1:1"], capture_output=True, text=True, timeout=60,
+                          env={**os.environ, "PYTHONPATH": str(REPO)})
+    assert time.monotonic() - t0 < 30
+    lines = proc.stderr.strip().splitlines()
+    assert proc.returncode == 1 and len(lines) == 1, proc.stderr
+    assert "127.0.0.1:1" in lines[0] and "no Ray cluster answers" in lines[0]
+
+
+def test_standard_streams_need_the_local_executor(tmp_path: Path, capsys) -> None:
+    src = make_clip(tmp_path / "in.mp4", frames=4)
+    assert vsr_main(["run", str(src), "-o", "-", "--executor", "ray"]) == 1
+    assert "--executor local" in capsys.readouterr().err

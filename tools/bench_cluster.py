@@ -1,0 +1,121 @@
+"""Overhead of ``vsr run --executor ray`` on one machine, and the measured parts of a scaling model.
+
+    python tools/bench_cluster.py [--clips DIR] [--segment-seconds 4] [--cpus-per-worker 2] [--json out.json]
+
+In one process, on the same batch of real clips, with the same settings:
+
+1. local: one Pipeline (one model load) runs every clip in turn, as ``vsr run DIR -o OUT`` does;
+2. ray: a Ray started here on loopback, workers sized to the cores, ``vsr.cluster.run`` on the
+   batch, Ray stopped again: the whole wall time of ``vsr run DIR -o OUT --executor ray``.
+
+Printed: both wall times and their ratio; the Ray start, worker start-up and stop; per segment
+the median work (worker busy seconds), the driver's scheduling overhead (dispatch to result,
+less the worker's time) and the join time; the join's bandwidth (output MB per join second).
+docs/CLUSTER.md turns these into a throughput model against node count.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+from vsr.config import load_config  # noqa: E402
+from vsr.pipeline import Pipeline  # noqa: E402
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--clips", type=Path, default=REPO.parent / "shared" / "data" / "videos")
+    ap.add_argument("--model", default="espcn-fast")
+    ap.add_argument("--scale", type=int, default=2)
+    ap.add_argument("--preset", default="veryfast")
+    ap.add_argument("--segment-seconds", type=int, default=4)
+    ap.add_argument("--cpus-per-worker", type=int, default=2)
+    ap.add_argument("--json", type=Path)
+    args = ap.parse_args()
+    clips = sorted(p for p in args.clips.iterdir() if p.suffix in (".mp4", ".mkv"))
+    if not clips:
+        print(f"no clips in {args.clips}", file=sys.stderr)
+        return 1
+    cfg = load_config(None, {"model.name": args.model, "model.scale": args.scale, "device": "cpu",
+                             "encoder.preset": args.preset, "executor.segment_seconds": args.segment_seconds,
+                             "executor.cpus_per_worker": args.cpus_per_worker, "progress": "never"})
+    out = Path(tempfile.mkdtemp(prefix="vsr-bench-cluster-"))
+    (out / "local").mkdir()
+    (out / "ray").mkdir()
+    load = os.getloadavg()
+
+    t0 = time.perf_counter()
+    pipeline = Pipeline(cfg)
+    frames = 0
+    for c in clips:
+        frames += pipeline.run(c, out / "local" / c.name).frames
+    local_s = time.perf_counter() - t0
+    del pipeline
+
+    from vsr import cluster
+    from vsr.cluster._connect import connect
+
+    t0 = time.perf_counter()
+    conn = connect(None)
+    t_up = time.perf_counter()
+    result = cluster.run([(c, out / "ray" / c.name) for c in clips], cfg)
+    t_run = time.perf_counter()
+    conn.close()
+    t_down = time.perf_counter()
+    ray_s = t_down - t0
+    bad = [f.error for f in result.files if f.report is None]
+    if bad:
+        print("failed:", bad, file=sys.stderr)
+        return 1
+    segments = sum(f.segments for f in result.files)
+    busy = [r for f in result.files for r in [f.busy_s / max(1, f.segments)]]
+    join_s = sum(f.join_s for f in result.files)
+    out_bytes = sum((out / "ray" / c.name).stat().st_size for c in clips)
+    first_work = min((f.report.elapsed_s for f in result.files if f.report), default=0.0)
+    figures = {
+        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "load_before": load,
+        "load_after": os.getloadavg(),
+        "clips": len(clips),
+        "frames": frames,
+        "settings": {"model": args.model, "scale": args.scale, "preset": args.preset,
+                     "segment_seconds": args.segment_seconds, "cpus_per_worker": args.cpus_per_worker},
+        "local_s": local_s,
+        "ray_s": ray_s,
+        "ratio": ray_s / local_s,
+        "ray_start_s": t_up - t0,
+        "ray_job_s": t_run - t_up,
+        "ray_stop_s": t_down - t_run,
+        "workers": result.workers,
+        "segments": segments,
+        "segment_work_s_median": statistics.median(busy),
+        "overhead_per_segment_s_median": statistics.median(result.overhead_s),
+        "overhead_per_segment_s_max": max(result.overhead_s),
+        "join_per_segment_s": join_s / segments,
+        "join_mb_per_s": out_bytes / 1e6 / join_s if join_s > 0 else None,
+        "output_mb": out_bytes / 1e6,
+        "first_file_s": first_work,
+    }
+    for k, v in figures.items():
+        print(f"{k:32} {v:.3f}" if isinstance(v, float) else f"{k:32} {v}")
+    if args.json:
+        args.json.write_text(json.dumps(figures, indent=2) + "\n")
+    import shutil
+
+    shutil.rmtree(out, ignore_errors=True)
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
