@@ -33,6 +33,16 @@ from vsr.config import load_config  # noqa: E402
 from vsr.pipeline import Pipeline  # noqa: E402
 
 
+def _cpu_name() -> str:
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--clips", type=Path, default=REPO.parent / "shared" / "data" / "videos")
@@ -84,7 +94,7 @@ def main() -> int:
     out_bytes = sum((out / "ray" / c.name).stat().st_size for c in clips)
     first_work = min((f.report.elapsed_s for f in result.files if f.report), default=0.0)
     figures = {
-        "machine": f"{platform.processor() or platform.machine()}, {os.cpu_count()} cores",
+        "machine": f"{_cpu_name()}, {os.cpu_count()} cores",
         "load_before": load,
         "load_after": os.getloadavg(),
         "clips": len(clips),
