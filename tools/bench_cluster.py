@@ -51,6 +51,8 @@ def main() -> int:
     ap.add_argument("--preset", default="veryfast")
     ap.add_argument("--segment-seconds", type=int, default=4)
     ap.add_argument("--cpus-per-worker", type=int, default=2)
+    ap.add_argument("--ray-first", action="store_true", help="run the Ray job before the local run "
+                    "(on a shared machine, alternate the order between runs: load drifts)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     clips = sorted(p for p in args.clips.iterdir() if p.suffix in (".mp4", ".mkv"))
@@ -65,31 +67,41 @@ def main() -> int:
     (out / "ray").mkdir()
     load = os.getloadavg()
 
-    t0 = time.perf_counter()
-    pipeline = Pipeline(cfg)
-    frames = 0
-    for c in clips:
-        frames += pipeline.run(c, out / "local" / c.name).frames
-    local_s = time.perf_counter() - t0
-    del pipeline
+    def run_local() -> tuple[float, int]:
+        t0 = time.perf_counter()
+        pipeline = Pipeline(cfg)
+        frames = 0
+        for c in clips:
+            frames += pipeline.run(c, out / "local" / c.name).frames
+        local_s = time.perf_counter() - t0
+        return local_s, frames
 
-    from vsr import cluster
-    from vsr.cluster._connect import connect
+    def run_ray() -> tuple[float, float, float, float, object]:
+        from vsr import cluster
+        from vsr.cluster._connect import connect
 
-    t0 = time.perf_counter()
-    conn = connect(None)
-    t_up = time.perf_counter()
-    result = cluster.run([(c, out / "ray" / c.name) for c in clips], cfg)
-    t_run = time.perf_counter()
-    conn.close()
-    t_down = time.perf_counter()
+        t0 = time.perf_counter()
+        conn = connect(None)
+        t_up = time.perf_counter()
+        result = cluster.run([(c, out / "ray" / c.name) for c in clips], cfg)
+        t_run = time.perf_counter()
+        conn.close()
+        t_down = time.perf_counter()
+        return t0, t_up, t_run, t_down, result
+
+    if args.ray_first:
+        t0, t_up, t_run, t_down, result = run_ray()
+        local_s, frames = run_local()
+    else:
+        local_s, frames = run_local()
+        t0, t_up, t_run, t_down, result = run_ray()
     ray_s = t_down - t0
     bad = [f.error for f in result.files if f.report is None]
     if bad:
         print("failed:", bad, file=sys.stderr)
         return 1
     segments = sum(f.segments for f in result.files)
-    busy = [r for f in result.files for r in [f.busy_s / max(1, f.segments)]]
+    busy = [f.busy_s / max(1, f.segments) for f in result.files]  # per file: its mean segment
     join_s = sum(f.join_s for f in result.files)
     out_bytes = sum((out / "ray" / c.name).stat().st_size for c in clips)
     first_work = min((f.report.elapsed_s for f in result.files if f.report), default=0.0)
@@ -102,6 +114,7 @@ def main() -> int:
         "settings": {"model": args.model, "scale": args.scale, "preset": args.preset,
                      "segment_seconds": args.segment_seconds, "cpus_per_worker": args.cpus_per_worker},
         "local_s": local_s,
+        "order": "ray, local" if args.ray_first else "local, ray",
         "ray_s": ray_s,
         "ratio": ray_s / local_s,
         "ray_start_s": t_up - t0,
@@ -109,7 +122,7 @@ def main() -> int:
         "ray_stop_s": t_down - t_run,
         "workers": result.workers,
         "segments": segments,
-        "segment_work_s_median": statistics.median(busy),
+        "segment_work_s_median_of_files": statistics.median(busy),
         "overhead_per_segment_s_median": statistics.median(result.overhead_s),
         "overhead_per_segment_s_max": max(result.overhead_s),
         "join_per_segment_s": join_s / segments,
