@@ -153,7 +153,11 @@ class ClusterJob:
             return
         refs = [check_paths.options(scheduling_strategy=NodeAffinitySchedulingStrategy(n["NodeID"], soft=False))
                 .remote(inputs, folders) for n in self.ray.nodes() if n["Alive"]]
-        problems = [p for found in self.ray.get(refs, timeout=60) for p in found]
+        try:
+            problems = [p for found in self.ray.get(refs, timeout=60) for p in found]
+        except self.ray.exceptions.GetTimeoutError:
+            raise ConfigError("the cluster's nodes did not answer vsr's file check within 60 s "
+                              "(a node is hanging or overloaded); check 'ray status'") from None
         if problems:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise ConfigError(f"{problems[0]}{more}: every node must see the inputs and the output folder at the "
