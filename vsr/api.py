@@ -17,7 +17,7 @@ import torch
 import torch.nn.functional as F
 
 from .config import load_config
-from .engine import LumaUpscaler, resolve_device, resolve_precision
+from .engine import LumaUpscaler, int8_model, resolve_device, resolve_precision
 from .errors import ConfigError, UnsupportedMediaError
 from .media import frame_planes, native_format, new_frame, resize_plane, resolve_container_format
 from .models import create_model, list_models
@@ -36,7 +36,7 @@ _RGB_TO_YCBCR = torch.tensor([[65.481, 128.553, 24.966],
 _YCBCR_OFFSET = torch.tensor([16.0, 128.0, 128.0], dtype=torch.float64) / 255.0
 _YCBCR_TO_RGB = torch.linalg.inv(_RGB_TO_YCBCR)
 
-_PRECISIONS = ("auto", "fp32", "bf16", "fp16")
+_PRECISIONS = ("auto", "fp32", "bf16", "fp16", "int8")
 
 
 def _check_int(name: str, value: object, low: int) -> int:
@@ -80,7 +80,7 @@ class Upscaler:
 
     Options are keyword-only and checked here, not at the first frame: ``scale`` (2, 3
     or 4), ``model`` (a registered name), ``weights`` (a file; None: the shipped weights),
-    ``device`` (auto, cpu, cuda, cuda:N), ``precision`` (auto, fp32, bf16, fp16), ``tile``
+    ``device`` (auto, cpu, cuda, cuda:N), ``precision`` (auto, fp32, bf16, fp16, int8), ``tile``
     (LR tile size for huge frames; 0: whole frames) and ``queue_depth`` (frames in flight
     between the overlapped steps of :meth:`stream`).
     """
@@ -92,7 +92,7 @@ class Upscaler:
         model: str = "espcn",
         weights: str | os.PathLike[str] | None = None,
         device: str = "auto",
-        precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto",
+        precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = "auto",
         tile: int = 0,
         queue_depth: int = 4,
     ) -> None:
@@ -114,8 +114,10 @@ class Upscaler:
         self.model_name = model
         self.device = resolve_device(device)
         self.dtype = resolve_precision(precision, self.device)
-        network = create_model(model, scale=scale, weights=os.fspath(weights) if weights is not None else "shipped")
-        self.engine = LumaUpscaler(network, device=self.device, dtype=self.dtype, tile=tile)
+        path = os.fspath(weights) if weights is not None else None
+        int8 = int8_model(precision, self.device, model, scale, path)
+        network = int8 if int8 is not None else create_model(model, scale=scale, weights=path or "shipped")
+        self.engine = LumaUpscaler(network, device=self.device, dtype=self.dtype, tile=tile, int8=int8 is not None)
 
     def __repr__(self) -> str:
         return (f"Upscaler(scale={self.scale}, model={self.model_name!r}, device={str(self.device)!r}, "
@@ -123,7 +125,7 @@ class Upscaler:
 
     @property
     def precision(self) -> str:
-        return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+        return self.engine.precision
 
     # -- the public calls -------------------------------------------------------------------
     def __call__(self, frame: F_) -> F_:

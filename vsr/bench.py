@@ -188,11 +188,12 @@ def matmul_gflops(dtype: torch.dtype, device: torch.device, size: int = 0, round
     size = size or (8192 if device.type == "cuda" else 2048)
     a = torch.randn(size, size, device=device).to(dtype)
     b = torch.randn(size, size, device=device).to(dtype)
+    mm = torch._int_mm if dtype == torch.int8 else torch.mm  # int8: integer dot products, GOP/s
     times = []
     for i in range(rounds + 2):
         _sync(device)
         t0 = time.perf_counter()
-        torch.mm(a, b)
+        mm(a, b)
         _sync(device)
         if i >= 2:  # warm-up: oneDNN/cuBLAS pick their kernels on the first calls
             times.append(time.perf_counter() - t0)
@@ -527,7 +528,8 @@ def run_bench(options: BenchOptions, say: Callable[[str], None] = lambda s: None
             key = f"{result['device']}/{result['precision']}"
             if key not in matmul:
                 say(f"matmul GFLOP/s at {result['precision']}")
-                dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}[result["precision"]]
+                dtype = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16,
+                         "int8": torch.int8}[result["precision"]]
                 matmul[key] = matmul_gflops(dtype, torch.device(result["device"]))
             result["matmul_gflops"] = matmul[key]
             result["infer_vs_matmul"] = result["infer_gflops"] / matmul[key]

@@ -89,7 +89,7 @@ class ExecutorConfig:
 class PipelineConfig:
     model: ModelConfig = field(default_factory=ModelConfig)
     device: Device = "auto"
-    precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
+    precision: Literal["auto", "fp32", "bf16", "fp16", "int8"] = "auto"
     batch: int = 1  # frames per inference call
     queue_depth: int = 8  # frames each bounded queue holds between stages
     tile: int = 0  # LR tile size in pixels; 0 = whole frames (auto-tiled on CUDA out-of-memory)

@@ -37,6 +37,7 @@ __all__ = [
     "ImageResult",
     "Upscaler",
     "evaluate",
+    "engine_upscaler",
     "list_images",
     "load_image",
     "make_lr",
@@ -196,6 +197,21 @@ def model_upscaler(model: torch.nn.Module, device: str | torch.device = "cpu") -
         with torch.inference_mode():
             y = model(x)
         return y[0, 0].float().cpu().numpy()
+
+    return run
+
+
+def engine_upscaler(engine: Any) -> Upscaler:
+    """Wrap a :class:`vsr.engine.LumaUpscaler` as an :data:`Upscaler`: the LR Y as the uint8 plane ``vsr run`` feeds it.
+
+    The protocol's LR image is 8-bit, so ``lr_y * 255`` is exact; the engine's rounded output
+    is what a saved result holds.
+    """
+
+    def run(lr_y: np.ndarray) -> np.ndarray:
+        plane = torch.from_numpy(np.round(np.asarray(lr_y, dtype=np.float64) * 255).astype(np.uint8))[None, None]
+        out = engine(plane.to(engine.device), 255)
+        return out[0, 0].cpu().numpy().astype(np.float32) / 255
 
     return run
 

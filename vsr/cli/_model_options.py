@@ -17,7 +17,8 @@ def add_model_arguments(p: argparse.ArgumentParser, *, config_help: str) -> None
     p.add_argument("--model", metavar="NAME", help=f"registered model ({', '.join(list_models())})")
     p.add_argument("--weights", metavar="FILE", help="weights file instead of the shipped ones")
     p.add_argument("--device", metavar="DEV", help="auto, cpu, cuda or cuda:N")
-    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16"), help="inference precision")
+    p.add_argument("--precision", choices=("auto", "fp32", "bf16", "fp16", "int8"),
+                   help="inference precision (int8: CPUs with VNNI/AMX, models whose int8 file ships)")
 
 
 def model_overrides(args: argparse.Namespace) -> dict[str, object]:

@@ -23,7 +23,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--weights", metavar="FILE",
                    help="weights file, or 'random' (default: the shipped weights, random when none ship)")
     p.add_argument("--device", default="auto", metavar="DEV", help="auto, cpu, cuda or cuda:N (default: auto)")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"), help="inference precision")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16", "int8"), help="inference precision")
     p.add_argument("--frames", type=int, default=48, metavar="N", help="frames per case (default: 48)")
     p.add_argument("--repeats", type=int, default=3, metavar="N", help="rounds per case; medians are reported (default: 3)")
     p.add_argument("--batch", type=int, default=1, metavar="N", help="frames per inference call (default: 1)")

@@ -63,6 +63,13 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--log-every", type=int, default=500, help="print the loss every N steps")
     parser.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
     parser.add_argument("--threads", type=int, help="CPU threads for torch (default: torch's choice)")
+    qat = parser.add_argument_group("int8 (quantization-aware fine-tuning)")
+    qat.add_argument("--qat", action="store_true",
+                     help="fine-tune the fp32 weights (--init FILE, default the shipped ones) for the int8 engine and "
+                          "write <model>_x<scale>.int8.safetensors; options left at their defaults take the QAT "
+                          "recipe's (steps 4000, lr 1e-4, warmup 100, fp32)")
+    qat.add_argument("--calib-video", action="append", default=[], metavar="FILE",
+                     help="also calibrate the int8 activation ranges on frames of this clip (repeatable)")
 
 
 def main(args: argparse.Namespace) -> int:
@@ -84,11 +91,28 @@ def main(args: argparse.Namespace) -> int:
     from ..models import get_spec
 
     get_spec(config.model)  # unknown names fail before the data loads
-    result = train(
-        config, args.out, resume=args.resume, val=args.val, val_every=args.val_every,
+    options = dict(
+        resume=args.resume, val=args.val, val_every=args.val_every,
         checkpoint_every=args.checkpoint_every, log_every=args.log_every, device=args.device,
         command=shlex.join(["vsr", "train", *sys.argv[2:]]) if sys.argv[1:2] == ["train"] else shlex.join(sys.argv),
     )
+    if args.qat:
+        return _qat(config, args, options)
+    result = train(config, args.out, **options)
     print(f"wrote {result.weights} ({result.steps} steps, {result.seconds:.0f}s"
           + (f", Set5 {result.val_psnr:.3f} dB" if result.val_psnr is not None else "") + ")")
+    return 0
+
+
+def _qat(config: object, args: argparse.Namespace, options: dict[str, object]) -> int:
+    """``--qat``: the QAT recipe for options left at their defaults, then :func:`vsr.qat.train_qat`."""
+    from ..qat import QAT_DEFAULTS, train_qat
+    from ..training import TrainConfig
+
+    defaults = {f.name: f.default for f in dataclasses.fields(TrainConfig)}
+    config = dataclasses.replace(config, **{k: v for k, v in QAT_DEFAULTS.items()  # type: ignore[type-var]
+                                            if getattr(config, k) == defaults[k]})
+    result, int8 = train_qat(config, args.out, source=args.init, videos=args.calib_video, **options)
+    print(f"wrote {int8} ({result.steps} steps, {result.seconds:.0f}s"
+          + (f", Set5 {result.val_psnr:.3f} dB int8" if result.val_psnr is not None else "") + ")")
     return 0

@@ -6,11 +6,13 @@ benchmarks use the same :class:`LumaUpscaler`, so every path upscales the same w
 
 Private modules: ``_devices`` (``auto`` resolved against the machine), ``_luma`` (the
 upscaler: tiling, integer I/O, out-of-memory fallback), ``_fused_bf16`` (the CPU fast path:
-prepacked oneDNN convolutions with fused activations, bf16 or fp32).
+prepacked oneDNN convolutions with fused activations, bf16 or fp32), ``_int8`` (oneDNN int8
+convolutions for 8-bit planes, the scheme of :mod:`vsr.quantize`).
 """
 
-from ._devices import cpu_has_native_bf16, exact_levels, resolve_device, resolve_precision, strict_fp32, tf32_flags
-from ._luma import LumaUpscaler, upscaler_from_config
+from ._devices import (cpu_has_int8_dot, cpu_has_native_bf16, exact_levels, resolve_device, resolve_precision,
+                       strict_fp32, tf32_flags, use_int8)
+from ._luma import LumaUpscaler, int8_model, upscaler_from_config
 
-__all__ = ["LumaUpscaler", "upscaler_from_config", "cpu_has_native_bf16", "exact_levels", "resolve_device",
-           "resolve_precision", "strict_fp32", "tf32_flags"]
+__all__ = ["LumaUpscaler", "int8_model", "upscaler_from_config", "cpu_has_int8_dot", "cpu_has_native_bf16",
+           "exact_levels", "resolve_device", "resolve_precision", "strict_fp32", "tf32_flags", "use_int8"]

@@ -8,7 +8,11 @@ import torch
 
 from ..errors import DeviceError
 
-__all__ = ["cpu_has_native_bf16", "exact_levels", "resolve_device", "resolve_precision", "strict_fp32", "tf32_flags"]
+__all__ = ["cpu_has_int8_dot", "cpu_has_native_bf16", "exact_levels", "resolve_device", "resolve_precision",
+           "strict_fp32", "tf32_flags", "use_int8"]
+
+#: CPU flags (``/proc/cpuinfo``) of integer dot-product instructions the int8 engine runs on.
+INT8_FLAGS = ("avx512_vnni", "avx_vnni", "amx_int8")
 
 _DTYPES = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
@@ -30,19 +34,47 @@ def resolve_device(spec: str = "auto") -> torch.device:
 
 
 @functools.lru_cache(maxsize=1)
-def cpu_has_native_bf16() -> bool:
-    """True when the CPU computes bf16 in hardware (AVX512-BF16 or AMX), where bf16 is faster than fp32."""
+def cpu_flags() -> frozenset[str]:
+    """The CPU's feature flags as ``/proc/cpuinfo`` lists them (empty where it cannot be read)."""
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
-            flags = next((line for line in f if line.startswith("flags")), "")
+            line = next((line for line in f if line.startswith("flags")), "")
     except OSError:
+        return frozenset()
+    return frozenset(line.partition(":")[2].split())
+
+
+def cpu_has_native_bf16() -> bool:
+    """True when the CPU computes bf16 in hardware (AVX512-BF16 or AMX), where bf16 is faster than fp32."""
+    return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
+
+
+def cpu_has_int8_dot() -> bool:
+    """True when the CPU has integer dot-product instructions (AVX512-VNNI, AVX-VNNI or AMX-INT8)."""
+    return bool(set(INT8_FLAGS) & cpu_flags())
+
+
+def use_int8(spec: str, device: torch.device, *, ships: bool) -> bool:
+    """Whether precision ``spec`` runs the int8 engine; ``ships``: the model's int8 file is there.
+
+    ``auto`` → int8 only on a CPU with the instructions and for a model whose int8 file ships;
+    ``int8`` on a device or CPU that cannot run it is an error (the file's absence is the caller's).
+    """
+    if spec == "auto":
+        return device.type == "cpu" and ships and cpu_has_int8_dot()
+    if spec != "int8":
         return False
-    return " avx512_bf16" in flags or " amx_bf16" in flags
+    if device.type != "cpu":
+        raise DeviceError(f"precision int8 is the CPU engine; on {device.type} use fp16, bf16 or fp32 (or --device cpu)")
+    if not cpu_has_int8_dot():
+        raise DeviceError("precision int8 needs integer dot-product instructions, which this CPU lacks "
+                          f"(none of {', '.join(INT8_FLAGS)} in /proc/cpuinfo); use --precision bf16 or fp32")
+    return True
 
 
 def resolve_precision(spec: str, device: torch.device) -> torch.dtype:
-    """``auto`` → fp16 on CUDA, bf16 on CPUs with native bf16, else fp32."""
-    if spec == "auto":
+    """``auto`` → fp16 on CUDA, bf16 on CPUs with native bf16, else fp32 (also the float precision of int8)."""
+    if spec in ("auto", "int8"):  # int8: the float precision beside it (deeper video, forward_float)
         if device.type == "cuda":
             return torch.float16
         return torch.bfloat16 if cpu_has_native_bf16() else torch.float32

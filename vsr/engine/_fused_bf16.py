@@ -84,11 +84,7 @@ class FusedCpuNet:
 
     def cache_tile(self, shape: torch.Size) -> int:
         """LR tile side that keeps a frame batch's activations in cache, or 0 (whole frames)."""
-        n, _, h, w = shape
-        per_pixel = self._widest * torch.finfo(self.dtype).bits // 8
-        if n * h * w * per_pixel <= _TILE_ABOVE_BYTES:
-            return 0
-        return max(64, round((_TILE_BYTES / (n * per_pixel)) ** 0.5 / 32) * 32)
+        return cache_tile(shape, self._widest * torch.finfo(self.dtype).bits // 8)
 
     @property
     def _split(self) -> bool:
@@ -165,7 +161,6 @@ class FusedCpuNet:
         return x.permute(0, 3, 1, 2)  # (N, C, h, w) in channels_last memory
 
     def __call__(self, planes: torch.Tensor, max_value: int) -> torch.Tensor:
-        n, _, h, w = planes.shape
         r = self.scale
         offset = self._offset(max_value)
         y = self._input(planes, max_value)
@@ -174,8 +169,24 @@ class FusedCpuNet:
             y = torch.ops.mkldnn._convolution_pointwise(
                 y.to(dtype), weight, bias, pad, [1, 1], [1, 1], 1, act, scalars, "")
         y = y.round_().add_(offset)  # integers, exact in the output dtype
-        out = torch.empty((n, 1, h * r, w * r), dtype=planes.dtype)
-        # y is (N, r², h, w) in channels_last memory, i.e. (N, h, w, r·r): the periodic
-        # shuffle and the integer conversion are one strided copy.
-        out.view(n, h, r, w, r).copy_(y.permute(0, 2, 3, 1).reshape(n, h, w, r, r).permute(0, 1, 3, 2, 4))
-        return out
+        return write_shuffled(y, r, planes.dtype)
+
+
+def cache_tile(shape: torch.Size, per_pixel: int) -> int:
+    """LR tile side that keeps a frame batch's widest activations (``per_pixel`` bytes) in cache, or 0."""
+    n, _, h, w = shape
+    if n * h * w * per_pixel <= _TILE_ABOVE_BYTES:
+        return 0
+    return max(64, round((_TILE_BYTES / (n * per_pixel)) ** 0.5 / 32) * 32)
+
+
+def write_shuffled(y: torch.Tensor, r: int, dtype: torch.dtype) -> torch.Tensor:
+    """The periodic shuffle of the last layer's integer-valued ``(N, r², h, w)`` output, as ``dtype`` planes.
+
+    ``y`` is in channels_last memory, i.e. ``(N, h, w, r·r)``: the shuffle and the integer
+    conversion are one strided copy.
+    """
+    n, _, h, w = y.shape
+    out = torch.empty((n, 1, h * r, w * r), dtype=dtype)
+    out.view(n, h, r, w, r).copy_(y.permute(0, 2, 3, 1).reshape(n, h, w, r, r).permute(0, 1, 3, 2, 4))
+    return out

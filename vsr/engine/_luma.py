@@ -10,20 +10,23 @@ from __future__ import annotations
 import copy
 import functools
 import logging
+from pathlib import Path
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Callable
 
 import torch
 
-from ..errors import DeviceError
-from ..models import ESPCN, create_model
-from ._devices import exact_levels, resolve_device, resolve_precision, strict_fp32
+from ..errors import DeviceError, WeightsError
+from ..models import ESPCN, create_model, shipped_weights
+from ..quantize import QuantESPCN, load_int8, shipped_int8, shipped_int8_names
+from ._devices import exact_levels, resolve_device, resolve_precision, strict_fp32, use_int8
 from ._fused_bf16 import FusedCpuNet
+from ._int8 import Int8CpuNet
 
 if TYPE_CHECKING:
     from ..config import PipelineConfig
 
-__all__ = ["LumaUpscaler", "upscaler_from_config"]
+__all__ = ["LumaUpscaler", "int8_model", "upscaler_from_config"]
 
 log = logging.getLogger("vsr")
 
@@ -73,6 +76,11 @@ class LumaUpscaler:
     On CPU, integer planes of tanh/ReLU models go through :class:`FusedCpuNet` (oneDNN
     convolutions with fused activations; ``fused=False`` keeps the plain module);
     :meth:`forward_float` always runs the module.
+
+    ``int8=True`` (``model`` a :class:`~vsr.quantize.QuantESPCN`, from an int8 file): 8-bit
+    planes go through :class:`Int8CpuNet` (oneDNN int8 convolutions); deeper planes, whose
+    samples do not fit its uint8 input, through the fused path at ``dtype`` with the same
+    weights, and :meth:`forward_float` runs them as a plain module.
     """
 
     def __init__(
@@ -84,6 +92,7 @@ class LumaUpscaler:
         tile: int = 0,
         channels_last: bool = True,
         fused: bool = True,
+        int8: bool = False,
     ) -> None:
         self.device = torch.device(device)
         self.dtype = dtype
@@ -91,6 +100,15 @@ class LumaUpscaler:
         self.tile = tile
         self.halo = model.config.halo
         self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        self._int8: Int8CpuNet | None = None
+        if int8:
+            if not Int8CpuNet.supported(model, self.device):
+                raise DeviceError("the int8 engine needs an int8 model (an .int8.safetensors file) on a CPU with "
+                                  "oneDNN's int8 convolutions in PyTorch; use --precision bf16 or fp32")
+            self._int8 = self._checked_int8(Int8CpuNet(model))
+            plain = ESPCN(model.config)
+            plain.load_state_dict(model.state_dict())
+            model = plain
         # Built before the module is cast, from its full-precision weights.
         net = FusedCpuNet(model, dtype) if fused and FusedCpuNet.supported(model, self.device, dtype) else None
         # Deep integer planes need more significant bits than fp16/bf16 hold (see _module_for):
@@ -103,12 +121,35 @@ class LumaUpscaler:
         for p in self.model.parameters():
             p.requires_grad_(False)
         self._fused: FusedCpuNet | None = None  # set first: _checked runs the module through _run
+        self._active: FusedCpuNet | Int8CpuNet | None = None  # the integer path of the current call
         self._fused = self._checked(net) if net is not None else None
 
     @property
     def fused(self) -> bool:
         """Whether integer planes go through the fused oneDNN path (CPU, tanh/ReLU models)."""
         return self._fused is not None
+
+    @property
+    def precision(self) -> str:
+        """``int8`` on the int8 engine, else the float precision's name."""
+        if self._int8 is not None:
+            return "int8"
+        return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+
+    @staticmethod
+    @torch.inference_mode()
+    def _checked_int8(net: Int8CpuNet) -> Int8CpuNet:
+        """The int8 path, if it runs here and computes its scheme (the float simulation) on a small frame."""
+        x = torch.arange(24 * 20, dtype=torch.float32).reshape(1, 1, 24, 20).mul_(37).remainder_(256)
+        try:
+            got = net(x.to(torch.uint8), 255).float()
+        except RuntimeError as exc:  # a PyTorch or oneDNN build without these kernels
+            raise DeviceError(f"the int8 engine does not run here ({str(exc).splitlines()[0][:120]}); "
+                              "use --precision bf16 or fp32") from None
+        want = net.reference(x / 255).mul_(255).round_().clamp_(0, 255)
+        if (got - want).abs().max().item() > 2:  # pragma: no cover - a oneDNN bug, not an input
+            raise DeviceError("the int8 engine disagrees with its scheme on this machine; use --precision bf16 or fp32")
+        return net
 
     @torch.inference_mode()
     def _checked(self, net: FusedCpuNet) -> FusedCpuNet | None:
@@ -165,10 +206,10 @@ class LumaUpscaler:
             torch.cuda.empty_cache()
 
     def _cache_tile(self, x: torch.Tensor) -> int:
-        """Tiles for speed, not memory: large integer frames on the fused CPU path (same result)."""
-        if self._fused is None or x.is_floating_point() or x.device.type != "cpu":
+        """Tiles for speed, not memory: large integer frames on the fused or int8 CPU path (same result)."""
+        if self._active is None or x.is_floating_point() or x.device.type != "cpu":
             return 0
-        return self._fused.cache_tile(x.shape)
+        return self._active.cache_tile(x.shape)
 
     def _tiled(self, x: torch.Tensor, t: _Tiling, net: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
         """``net`` (planes in, planes of the same dtype out) tile by tile."""
@@ -193,8 +234,11 @@ class LumaUpscaler:
     def __call__(self, planes: torch.Tensor, max_value: int = 255) -> torch.Tensor:
         if planes.ndim != 4 or planes.shape[1] != 1:
             raise ValueError(f"expected luma planes of shape (N, 1, H, W), got {tuple(planes.shape)}")
-        if self._fused is not None and planes.device.type == "cpu":
-            return self._run(planes, functools.partial(self._fused, max_value=max_value))
+        use_int8 = self._int8 is not None and max_value <= 255 and planes.dtype == torch.uint8
+        self._active = self._int8 if use_int8 else self._fused
+        if self._active is not None and planes.device.type == "cpu":
+            return self._run(planes, functools.partial(self._active, max_value=max_value))
+        self._active = None
         return self._run(planes.to(self.device), functools.partial(self._module_planes, max_value=max_value))
 
     def _module_planes(self, planes: torch.Tensor, max_value: int) -> torch.Tensor:
@@ -238,5 +282,38 @@ def upscaler_from_config(config: PipelineConfig) -> LumaUpscaler:
     if device.type == "cpu" and config.threads:
         torch.set_num_threads(config.threads)
     m = config.model
+    int8 = int8_model(config.precision, device, m.name, m.scale, m.weights or None)
+    if int8 is not None:
+        return LumaUpscaler(int8, device=device, dtype=dtype, tile=config.tile, int8=True)
     model = create_model(m.name, scale=m.scale, weights=m.weights if m.weights else "shipped")
     return LumaUpscaler(model, device=device, dtype=dtype, tile=config.tile)
+
+
+def int8_model(precision: str, device: torch.device, name: str, scale: int,
+               weights: str | None = None) -> QuantESPCN | None:
+    """The int8 network ``precision`` asks for (``int8``, or ``auto`` where it applies), else None.
+
+    ``weights``: an ``.int8.safetensors`` file instead of the shipped one (``auto`` uses int8 for
+    no other file). ``auto`` takes a shipped file only where its metadata says ``auto: true``:
+    measured within 0.05 dB of fp32 on Set5, Set14 and a real clip (``quality``). Missing
+    instructions or a missing file for ``int8``: a one-line error.
+    """
+    shipped = shipped_weights(name, scale)
+    if weights is not None and shipped is not None and Path(weights).resolve() == shipped.resolve():
+        weights = None  # the shipped fp32 file named explicitly (vsr bench does): its int8 file is the shipped one
+    if weights is not None:
+        if (precision == "auto" and not str(weights).endswith(".int8.safetensors")) or not use_int8(
+                precision, device, ships=True):
+            return None
+        return load_int8(weights)[0]
+    path = shipped_int8(name, scale)
+    if not use_int8(precision, device, ships=path is not None):
+        return None
+    if path is None:
+        raise WeightsError(f"no int8 weights ship for {name} x{scale}; they ship for "
+                           f"{', '.join(shipped_int8_names()) or 'no model'}: choose one of those, "
+                           "--precision bf16, or make one with vsr train --qat and pass --weights FILE")
+    model, meta = load_int8(path)
+    if precision == "auto" and meta.get("auto") is not True:
+        return None  # shipped for --precision int8, but not within the quality bound that auto keeps
+    return model

@@ -43,7 +43,7 @@ class Pipeline:
 
     @property
     def precision(self) -> str:
-        return {torch.float32: "fp32", torch.bfloat16: "bf16", torch.float16: "fp16"}[self.dtype]
+        return self.upscaler.precision
 
     # -- the three stages ------------------------------------------------------------------
     def _decode(self, reader: VideoReader, out: queue.Queue, ctl: _Control, clock: _Clock) -> None:

@@ -1,0 +1,194 @@
+"""The int8 CPU engine: its scheme, its shipped files, where ``auto`` picks it, its quality against fp32."""
+
+from __future__ import annotations
+
+import importlib.util
+import json
+import struct
+from pathlib import Path
+
+import av
+import numpy as np
+import pytest
+import torch
+
+from vsr.cli import main
+from vsr.config import load_config
+from vsr.engine import LumaUpscaler, int8_model, upscaler_from_config
+from vsr.engine import _devices
+from vsr.engine._int8 import Int8CpuNet
+from vsr.errors import DeviceError, WeightsError
+from vsr.evaluate import engine_upscaler, evaluate
+from vsr.models import create_model, shipped_weights
+from vsr.quantize import QuantESPCN, calibrate, file_sha256, load_int8, save_int8, shipped_int8
+
+REPO = Path(__file__).resolve().parents[1]
+SHIPPED = [(m, s) for m in ("espcn", "espcn-fast") for s in (2, 3, 4) if shipped_int8(m, s) is not None]
+VNNI = {"avx512f", "avx512_bf16", "avx512_vnni"}  # a Zen 4's flags, as far as vsr looks
+needs_int8 = pytest.mark.skipif(not _devices.cpu_has_int8_dot(), reason="this CPU has no VNNI/AMX-INT8")
+
+
+@pytest.fixture
+def flags(monkeypatch: pytest.MonkeyPatch):
+    """Fake the CPU's flags: ``flags({"avx512_vnni", ...})``."""
+    def fake(values: set[str]) -> None:
+        monkeypatch.setattr(_devices, "cpu_flags", lambda: frozenset(values))
+    return fake
+
+
+def _clip_frames(path: Path, count: int) -> list[np.ndarray]:
+    with av.open(str(path)) as c:
+        return [f.to_ndarray(format="gray") for _, f in zip(range(count), c.decode(video=0))]
+
+
+def _calibrated(model: str = "espcn", scale: int = 3) -> QuantESPCN:
+    fp32 = create_model(model, scale=scale)
+    rng = np.random.default_rng(0)
+    planes = [rng.integers(16, 236, (40, 48)).astype(np.uint8) for _ in range(2)]
+    return QuantESPCN.from_model(fp32, calibrate(fp32, planes, samples=4096))
+
+
+# -- the scheme -------------------------------------------------------------------------------
+@needs_int8
+@pytest.mark.parametrize("model", ["espcn", "espcn-fast"])
+def test_engine_computes_the_scheme_it_was_trained_for(model: str) -> None:
+    """oneDNN's int8 result equals the float simulation QAT trains, but for rare one-level roundings."""
+    q = _calibrated(model)
+    rng = np.random.default_rng(1)
+    x = torch.from_numpy(rng.integers(0, 256, (2, 1, 37, 53)).astype(np.uint8))
+    got = Int8CpuNet(q)(x, 255).float()
+    with torch.no_grad():
+        want = q(x.float() / 255).mul(255).round().clamp(0, 255)
+    diff = (got - want).abs()
+    assert diff.max() <= 2 and (diff > 0).float().mean() < 0.005, (diff.max(), (diff > 0).float().mean())
+
+
+def test_fake_quantisation_passes_gradients_straight_through() -> None:
+    q = _calibrated("espcn-fast", 2)
+    x = torch.rand(1, 1, 12, 12)
+    q(x).square().mean().backward()
+    assert all(p.grad is not None and p.grad.abs().sum() > 0 for p in q.parameters())
+
+
+@needs_int8
+def test_deeper_planes_take_the_fused_path_with_the_same_weights() -> None:
+    """A 10-bit sample does not fit int8's uint8 input: those planes go through the fused bf16 path."""
+    q = _calibrated("espcn-fast", 2)
+    up = LumaUpscaler(q, dtype=torch.bfloat16, int8=True)
+    plain = create_model("espcn-fast", scale=2, weights=None)
+    plain.load_state_dict(q.state_dict())
+    fused = LumaUpscaler(plain, dtype=torch.bfloat16)
+    x = torch.from_numpy(np.random.default_rng(2).integers(0, 1024, (1, 1, 30, 40)).astype(np.int16))
+    assert torch.equal(up(x, 1023), fused(x, 1023))
+    x8 = (x >> 2).to(torch.uint8)
+    assert up.precision == "int8" and not torch.equal(up(x8, 255), fused(x8, 255))  # 8-bit: the int8 path
+
+
+# -- files --------------------------------------------------------------------------------------
+@pytest.mark.parametrize("model, scale", SHIPPED)
+def test_int8_file_is_safetensors_derived_from_the_shipped_fp32_file(model: str, scale: int) -> None:
+    """No pickle: a safetensors header (little-endian length, then JSON); the fp32 file it came from is the shipped one."""
+    path = shipped_int8(model, scale)
+    raw = path.read_bytes()
+    (n,) = struct.unpack("<Q", raw[:8])
+    header = json.loads(raw[8 : 8 + n])
+    assert "quant.scale.0" in header and len(raw) < 1 << 20
+    q, meta = load_int8(path)
+    assert isinstance(q, QuantESPCN) and q.scale == scale and meta["config"]["activation"] == q.kind
+    assert meta["source"] == shipped_weights(model, scale).name
+    assert meta["source_sha256"] == file_sha256(shipped_weights(model, scale)), (
+        "the shipped fp32 weights changed since this int8 file was made: run vsr train --qat again")
+
+
+def test_espcn_x3_int8_files_ship() -> None:
+    assert ("espcn", 3) in SHIPPED and ("espcn-fast", 3) in SHIPPED
+
+
+def test_int8_file_round_trip_and_refusals(tmp_path: Path) -> None:
+    q = _calibrated("espcn-fast", 2)
+    path = save_int8(q, q.scales, tmp_path / "m.int8.safetensors", source=shipped_weights("espcn-fast", 2))
+    back, meta = load_int8(path)
+    assert all(torch.equal(a, b) for a, b in zip(back.scales, q.scales))
+    assert all(torch.equal(a, b) for a, b in zip(back.state_dict().values(), q.state_dict().values()))
+    with pytest.raises(WeightsError, match="not an int8 file"):
+        load_int8(shipped_weights("espcn-fast", 2))
+    pickled = tmp_path / "m.pt"
+    torch.save(q.state_dict(), pickled)
+    with pytest.raises(WeightsError, match="not an int8 file"):
+        load_int8(pickled)
+
+
+# -- choosing it ----------------------------------------------------------------------------------
+def _precision(precision: str, model: str = "espcn", scale: int = 3) -> str:
+    config = load_config(None, {"precision": precision, "device": "cpu", "model.name": model, "model.scale": scale})
+    return upscaler_from_config(config).precision
+
+
+@needs_int8
+def test_auto_picks_int8_only_with_the_instructions(flags) -> None:
+    flags(VNNI)
+    assert _precision("auto") == "int8"
+    flags(VNNI - {"avx512_vnni"} | {"avx_vnni"})
+    assert _precision("auto") == "int8"
+    flags(VNNI - {"avx512_vnni"})
+    assert _precision("auto") == "bf16"
+    flags(set())
+    assert _precision("auto") == "fp32"
+
+
+@needs_int8
+def test_auto_picks_int8_only_for_models_whose_file_ships(flags, monkeypatch: pytest.MonkeyPatch,
+                                                          random_weights) -> None:
+    flags(VNNI)
+    monkeypatch.setattr("vsr.engine._luma.shipped_int8", lambda name, scale: None)
+    assert _precision("auto") == "bf16"
+    with pytest.raises(WeightsError, match="no int8 weights ship for espcn x3; they ship for espcn"):
+        _precision("int8")
+    monkeypatch.undo()
+    flags(VNNI)
+    config = load_config(None, {"device": "cpu", "model.name": "espcn-fast", "model.scale": 2,
+                                "model.weights": str(random_weights("espcn-fast", 2))})
+    assert upscaler_from_config(config).precision == "bf16"  # its own fp32 weights: no int8 file of them
+
+
+def test_int8_is_refused_on_a_cpu_without_the_instructions(flags, capsys: pytest.CaptureFixture[str],
+                                                           tmp_path: Path) -> None:
+    flags({"avx2", "avx512f"})
+    with pytest.raises(DeviceError, match="lacks .*avx512_vnni, avx_vnni, amx_int8"):
+        _precision("int8")
+    assert main(["eval", "--dataset", str(tmp_path), "--scale", "3", "--precision", "int8"]) == 1
+    err = capsys.readouterr().err.strip().splitlines()
+    assert len(err) == 1 and "avx512_vnni" in err[0] and err[0].startswith("vsr: error: "), err
+    with pytest.raises(DeviceError, match="int8 is the CPU engine"):
+        int8_model("int8", torch.device("cuda"), "espcn", 3)
+
+
+# -- quality ------------------------------------------------------------------------------------------
+@needs_int8
+@pytest.mark.parametrize("model, scale", SHIPPED)
+def test_int8_within_0_05_db_of_fp32_on_set5(shared_data: Path, model: str, scale: int) -> None:
+    """The published protocol, through the engine ``vsr run`` uses (what ``vsr eval --precision`` runs)."""
+    q, _ = load_int8(shipped_int8(model, scale))
+    int8 = evaluate(engine_upscaler(LumaUpscaler(q, int8=True)), shared_data / "benchmark" / "Set5", scale).psnr
+    fp32 = evaluate(create_model(model, scale=scale), shared_data / "benchmark" / "Set5", scale).psnr
+    assert int8 > fp32 - 0.05, f"int8 {int8:.3f} dB, fp32 {fp32:.3f} dB"
+
+
+@pytest.fixture(scope="module")
+def engine_checks():
+    spec = importlib.util.spec_from_file_location("engine_checks", REPO / "tools" / "engine_checks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+@needs_int8
+@pytest.mark.parametrize("model, scale", SHIPPED)
+def test_int8_within_0_05_db_of_fp32_on_a_real_clip(shared_data: Path, tmp_path: Path, engine_checks,
+                                                     model: str, scale: int) -> None:
+    """Degrade a real clip (not one calibrated on), upscale it with vsr run at int8 and fp32, compare with the original."""
+    small = tmp_path / "small.mkv"
+    originals, _ = engine_checks.degraded_clip(shared_data / "videos" / "mdn_flower.mp4", small, scale, frames=4)
+    got = {p: engine_checks.upscaled_psnr(small, tmp_path / f"{p}.mkv", originals, {
+        "model.name": model, "model.scale": scale, "device": "cpu", "precision": p}) for p in ("int8", "fp32")}
+    assert got["int8"] > got["fp32"] - 0.05, got

@@ -1,0 +1,267 @@
+"""The int8 scheme of ESPCN, shared by the int8 CPU engine and quantization-aware training.
+
+One definition, two users: :mod:`vsr.engine._int8` computes it with oneDNN's int8
+convolutions, and :class:`QuantESPCN` simulates it in float (fake quantisation with a
+straight-through estimator) so that ``vsr train --qat`` fine-tunes exactly what the engine
+runs. The scheme, for 8-bit planes (deeper video does not go through it, see the engine):
+
+* **Input**: the uint8 plane itself, ``x = q / 255``: exact, no calibration.
+* **Weights**: per output channel, symmetric: ``s = max|w| / 127``, ``w_q = round(w / s)``
+  in [-127, 127] (:func:`weight_scales`). Biases stay fp32; accumulation is exact (int32).
+* **Hidden tanh layer** (per output channel ``c``): the pre-activation ``z`` is coded
+  ``k = clamp(round(z / s_z[c]), -128, 127)`` (oneDNN writes ``k + 128`` as uint8) and the
+  activation's code is ``clamp(round(tanh(k s_z[c]) / t[c]), -127, 127)`` with
+  ``t[c] = tanh(127 s_z[c]) / 127``, looked up in a 256-entry table per channel. PyTorch's
+  int8 convolution fuses ReLU and hardtanh but not tanh, and a separate float tanh pass over
+  64 channels cost more than the three int8 convolutions together (640x360, measured); the
+  table is one byte-wise pass.
+* **Hidden ReLU layer** (per output channel): code ``clamp(round(relu(z) / s_a[c]), 0, 255)``,
+  fused in the convolution.
+* Per-channel activation scales cost nothing at run time: ``1/s`` is folded into the layer's
+  weight scales and bias (the uint8 codes are its output at scale 1), and the next layer's
+  input scale (``t`` or ``s_a``; ``1/255`` for the plane) into its float weights before they
+  are quantised, so every convolution sees codes at scale 1 and a per-tensor zero point.
+* **Last layer**: the output is dequantised (fp32 accumulation times the weight scales, plus
+  the fp32 bias), times ``max_value``, and rounded once to the output's own levels, as the
+  fp32 path rounds.
+
+``s_z`` (tanh) and ``s_a`` (ReLU), one per channel of every hidden layer, are calibrated on
+real frames (:func:`calibrate`: each channel's clip with the least quantisation error over its
+values) and ship
+with the fine-tuned weights in ``<model>_x<scale>.int8.safetensors``, whose metadata records
+the sha256 of the fp32 weight file they were derived from (:func:`save_int8`, :func:`load_int8`).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from importlib import resources
+from pathlib import Path
+from typing import Any, Iterable, Sequence
+
+import numpy as np
+import torch
+
+from .errors import WeightsError
+from .models import ESPCN, ESPCNConfig, read_weights
+
+__all__ = [
+    "SCHEME",
+    "QuantESPCN",
+    "calibrate",
+    "fake_weight",
+    "file_sha256",
+    "load_int8",
+    "save_int8",
+    "shipped_int8",
+    "shipped_int8_names",
+    "tanh_table",
+    "weight_scales",
+]
+
+SCHEME = "vsr-int8-v1"  # recorded in every int8 file; a changed scheme gets a new name
+KINDS = ("tanh", "relu")  # activations the scheme covers
+
+
+def file_sha256(path: str | os.PathLike[str]) -> str:
+    return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+
+
+def weight_scales(w: torch.Tensor) -> torch.Tensor:
+    """Per-output-channel symmetric int8 scales of a conv weight ``(o, i, k, k)``: ``max|w| / 127``."""
+    return (w.detach().abs().amax((1, 2, 3)).float() / 127).clamp_min(1e-12)
+
+
+def quantized_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """``(w_q int8, scales)`` with ``w ≈ w_q * scales[:, None, None, None]``."""
+    s = weight_scales(w)
+    return torch.round(w.detach().float() / s[:, None, None, None]).clamp_(-127, 127).to(torch.int8), s
+
+
+def _ste(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
+    """``q`` forward, identity backward (straight-through estimator)."""
+    return x + (q - x).detach()
+
+
+def fake_weight(w: torch.Tensor) -> torch.Tensor:
+    s = weight_scales(w)[:, None, None, None].to(w.dtype)
+    return _ste(w, torch.round(w / s).clamp(-127, 127) * s)
+
+
+def output_step(kind: str, scale: torch.Tensor) -> torch.Tensor:
+    """The real value of one activation code: ``t`` for tanh (see the module docstring), ``s_a`` for ReLU."""
+    return torch.tanh(127 * scale) / 127 if kind == "tanh" else scale
+
+
+def fake_activation(z: torch.Tensor, kind: str, scale: torch.Tensor) -> torch.Tensor:
+    """A hidden layer's activation codes from its pre-activation ``z`` (N, C, h, w), as the engine computes them."""
+    s = scale.to(z)[:, None, None]
+    if kind == "tanh":
+        k = _ste(z / s, torch.round(z / s).clamp(-128, 127))
+        a = torch.tanh(k * s) / output_step(kind, s)
+        return _ste(a, torch.round(a).clamp(-127, 127))
+    a = torch.relu(z) / s
+    return _ste(a, torch.round(a).clamp(0, 255))
+
+
+def tanh_table(scale: torch.Tensor) -> np.ndarray:
+    """The engine's tables, ``(1, 256, C)`` uint8: code ``k + 128`` of ``z`` -> the activation's code + 128."""
+    k = torch.arange(-128, 128, dtype=torch.float64)[:, None]
+    s = scale.double()[None, :]
+    codes = torch.round(torch.tanh(k * s) / output_step("tanh", s)).clamp(-127, 127) + 128
+    return np.ascontiguousarray(codes.to(torch.uint8).numpy()[None])
+
+
+def _kind(config: ESPCNConfig) -> str:
+    if config.activation not in KINDS or config.channels != 1:
+        raise WeightsError(f"int8 covers luma ESPCNs with {' or '.join(KINDS)}; got {config.channels} channel(s), "
+                           f"{config.activation}")
+    return config.activation
+
+
+class QuantESPCN(ESPCN):
+    """An ESPCN whose forward pass is the int8 scheme, simulated in float (for QAT and as the reference).
+
+    ``scales``: per hidden layer, one activation scale per channel (``s_z`` for tanh, ``s_a``
+    for ReLU). Its ``state_dict`` is a plain ESPCN's (the scales are not in it), so training,
+    checkpoints and :func:`vsr.models.save_weights` treat it as one.
+    """
+
+    def __init__(self, config: ESPCNConfig, scales: Sequence[torch.Tensor]) -> None:
+        super().__init__(config)
+        self.kind = _kind(config)
+        scales = [torch.as_tensor(s, dtype=torch.float32).flatten() for s in scales]
+        if [len(s) for s in scales] != list(config.widths) or not all(bool((s > 0).all()) for s in scales):
+            raise WeightsError(f"int8 needs positive activation scales for layers of widths {list(config.widths)}")
+        self.scales = scales
+
+    @classmethod
+    def from_model(cls, model: ESPCN, scales: Sequence[torch.Tensor]) -> "QuantESPCN":
+        q = cls(model.config, scales)
+        q.load_state_dict(model.state_dict())
+        return q
+
+    def convs(self) -> list[torch.nn.Conv2d]:
+        return [m for m in self.modules() if isinstance(m, torch.nn.Conv2d)]
+
+    def input_steps(self) -> list[torch.Tensor]:
+        """Per layer, the real value of one input code per input channel (folded into its weights)."""
+        steps = [torch.full((1,), 1 / 255)]
+        return steps + [output_step(self.kind, s) for s in self.scales]
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if x.ndim != 4 or x.shape[1] != 1:
+            raise ValueError(f"ESPCN expects a (N, 1, H, W) tensor, got shape {tuple(x.shape)}")
+        y = torch.round(x * 255)  # the engine's input: the uint8 plane's codes
+        convs, steps = self.convs(), self.input_steps()
+        for i, conv in enumerate(convs):
+            w = conv.weight * steps[i].to(conv.weight)[None, :, None, None]
+            y = torch.nn.functional.conv2d(y, fake_weight(w), conv.bias, padding=conv.padding)
+            if i < len(self.scales):
+                y = fake_activation(y, self.kind, self.scales[i])
+        return self.shuffle(y)
+
+
+def _best_scales(values: torch.Tensor, kind: str) -> torch.Tensor:
+    """Per channel (rows of ``values``, pre-activations), the scale with the least error of the activation."""
+    top = values.abs().amax(1) if kind == "tanh" else values.clamp_min(0).amax(1)
+    top = top.clamp_min(1e-6)[:, None]
+    best = torch.zeros(len(values))
+    best_err = torch.full((len(values),), float("inf"))
+    for f in np.linspace(1 / 64, 1, 64):
+        s = top * f / (127 if kind == "tanh" else 255)
+        if kind == "tanh":
+            t = output_step(kind, s)
+            q = torch.round(torch.tanh(torch.round(values / s).clamp(-128, 127) * s) / t).clamp(-127, 127) * t
+            err = (q - torch.tanh(values)).square().mean(1)
+        else:
+            a = values.clamp_min(0)
+            err = (torch.round(a / s).clamp(0, 255) * s - a).square().mean(1)
+        better = err < best_err
+        best = torch.where(better, s[:, 0], best)
+        best_err = torch.where(better, err, best_err)
+    return best
+
+
+@torch.no_grad()
+def calibrate(model: ESPCN, planes: Iterable[np.ndarray], *, samples: int = 1 << 15,
+              seed: int = 0) -> list[torch.Tensor]:
+    """Per-channel activation scales of ``model`` for the int8 scheme, from 8-bit luma planes of real frames.
+
+    Layer by layer on the quantised network so far (each layer sees the error of those before);
+    ``samples`` values per channel, drawn at random, choose each clip.
+    """
+    kind = _kind(model.config)
+    rng = torch.Generator().manual_seed(seed)
+    xs = [torch.from_numpy(np.ascontiguousarray(p, dtype=np.float32))[None, None] for p in planes]
+    if not xs:
+        raise WeightsError("no calibration frames")
+    q = QuantESPCN(model.config, [torch.ones(w) for w in model.config.widths])
+    q.load_state_dict(model.state_dict())
+    convs, scales = q.convs(), []
+    for i, conv in enumerate(convs[:-1]):
+        w = fake_weight(conv.weight * q.input_steps()[i][None, :, None, None])
+        zs = [torch.nn.functional.conv2d(x, w, conv.bias, padding=conv.padding) for x in xs]
+        flat = torch.cat([z.transpose(0, 1).flatten(1) for z in zs], 1)
+        pick = flat[:, torch.randint(flat.shape[1], (min(samples, flat.shape[1]),), generator=rng)]
+        q.scales[i] = _best_scales(pick, kind)
+        scales.append(q.scales[i])
+        xs = [fake_activation(z, kind, q.scales[i]) for z in zs]
+    return scales
+
+
+# -- files -------------------------------------------------------------------------------------
+def _int8_path(name: str, scale: int) -> Path:
+    return Path(str(resources.files("vsr.models") / "weights")) / f"{name}_x{scale}.int8.safetensors"
+
+
+def shipped_int8(name: str, scale: int) -> Path | None:
+    """The int8 file shipped for ``name`` at ``scale``, or None."""
+    path = _int8_path(name, scale)
+    return path if path.is_file() else None
+
+
+def shipped_int8_names() -> list[str]:
+    """``<model> x<scale>`` of every int8 file that ships, for error messages."""
+    folder = _int8_path("x", 2).parent
+    return sorted(p.name.removesuffix(".int8.safetensors").replace("_x", " x") for p in folder.glob("*.int8.safetensors"))
+
+
+def save_int8(model: ESPCN, scales: Sequence[torch.Tensor], path: str | os.PathLike[str], *,
+              source: str | os.PathLike[str], **metadata: Any) -> Path:
+    """Write fine-tuned weights and activation scales; ``source`` is the fp32 weight file they come from."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise WeightsError(f"int8 files are safetensors; name it <model>_x<scale>.int8.safetensors, not {path.name!r}")
+    from safetensors.torch import save_file
+
+    state = {k: v.detach().to("cpu", torch.float32).contiguous() for k, v in model.state_dict().items()}
+    for i, sc in enumerate(scales):
+        state[f"quant.scale.{i}"] = torch.as_tensor(sc, dtype=torch.float32).flatten().contiguous()
+    meta = {"config": json.dumps(model.config.to_dict()), "scheme": json.dumps(SCHEME),
+            "source": json.dumps(Path(source).name), "source_sha256": json.dumps(file_sha256(source)),
+            **{k: json.dumps(v) for k, v in metadata.items()}}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(state, str(tmp), metadata=meta)
+    os.replace(tmp, path)
+    return path
+
+
+def load_int8(path: str | os.PathLike[str]) -> tuple[QuantESPCN, dict[str, Any]]:
+    """The network of an int8 file (fine-tuned weights and scales) and its metadata; safetensors only (no pickle)."""
+    path = Path(path)
+    if path.suffix != ".safetensors":
+        raise WeightsError(f"{str(path)!r} is not an int8 file (<model>_x<scale>.int8.safetensors)")
+    state, meta = read_weights(path)
+    if meta.get("scheme") != SCHEME or not isinstance(meta.get("config"), dict):
+        raise WeightsError(f"{str(path)!r} is not an int8 file of scheme {SCHEME}; make one with vsr train --qat")
+    config = ESPCNConfig.from_dict(meta["config"])
+    scales = [state.pop(f"quant.scale.{i}", torch.zeros(0)) for i in range(len(config.widths))]
+    model = QuantESPCN(config, scales)
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise WeightsError(f"{str(path)!r} does not fit its own config: {str(exc).splitlines()[0]}") from None
+    return model.eval(), meta
