@@ -192,3 +192,24 @@ def test_int8_within_0_05_db_of_fp32_on_a_real_clip(shared_data: Path, tmp_path:
     got = {p: engine_checks.upscaled_psnr(small, tmp_path / f"{p}.mkv", originals, {
         "model.name": model, "model.scale": scale, "device": "cpu", "precision": p}) for p in ("int8", "fp32")}
     assert got["int8"] > got["fp32"] - 0.05, got
+
+
+def test_train_qat_writes_an_int8_file_of_the_shipped_weights(shared_data: Path, tmp_path: Path,
+                                                             capsys: pytest.CaptureFixture[str]) -> None:
+    """``vsr train --qat`` from the shipped weights: calibrates, fine-tunes through the scheme, writes the file."""
+    data = tmp_path / "data"
+    data.mkdir()
+    for src in sorted((shared_data / "train" / "T91").iterdir())[:3]:
+        (data / src.name).write_bytes(src.read_bytes())
+    clip = shared_data / "videos" / "mdn_stream-of-water.mp4"
+    out = tmp_path / "run"
+    assert main(["train", "--qat", "--model", "espcn-fast", "--scale", "2", "--data", str(data), "--out", str(out),
+                 "--steps", "3", "--batch-size", "4", "--calib-video", str(clip), "--log-every", "1",
+                 "--threads", "1"]) == 0
+    assert "int8.safetensors (3 steps" in capsys.readouterr().out
+    q, meta = load_int8(out / "espcn-fast_x2.int8.safetensors")
+    assert meta["source_sha256"] == file_sha256(shipped_weights("espcn-fast", 2))
+    assert meta["qat"]["lr"] == 1e-5 and meta["qat"]["bf16_until"] == 0.0 and meta["steps"] == 3
+    assert meta["qat"]["calibration_videos"] == [clip.name]
+    shipped = create_model("espcn-fast", scale=2).state_dict()
+    assert any(not torch.equal(v, shipped[k]) for k, v in q.state_dict().items())  # it was fine-tuned

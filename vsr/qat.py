@@ -27,7 +27,7 @@ from .training import TrainConfig, TrainResult, train
 __all__ = ["QAT_DEFAULTS", "calibration_planes", "train_qat"]
 
 #: What ``--qat`` uses for the options left at the fp32 recipe's defaults: a short, gentle fine-tune.
-QAT_DEFAULTS: dict[str, Any] = {"steps": 4000, "lr": 1e-4, "min_lr": 1e-6, "warmup": 100, "bf16_until": 0.0}
+QAT_DEFAULTS: dict[str, Any] = {"steps": 1000, "lr": 1e-5, "min_lr": 1e-6, "warmup": 50, "bf16_until": 0.0}
 
 
 def calibration_planes(folders: Sequence[str], scale: int, videos: Sequence[str] = (), *,

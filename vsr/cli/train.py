@@ -67,7 +67,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     qat.add_argument("--qat", action="store_true",
                      help="fine-tune the fp32 weights (--init FILE, default the shipped ones) for the int8 engine and "
                           "write <model>_x<scale>.int8.safetensors; options left at their defaults take the QAT "
-                          "recipe's (steps 4000, lr 1e-4, warmup 100, fp32)")
+                          "recipe's (steps 1000, lr 1e-5, warmup 50, fp32)")
     qat.add_argument("--calib-video", action="append", default=[], metavar="FILE",
                      help="also calibrate the int8 activation ranges on frames of this clip (repeatable)")
 

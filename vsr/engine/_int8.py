@@ -13,10 +13,11 @@ AVX512-VNNI / AVX-VNNI, or AMX-INT8 where the CPU has it.
   write the pre-activation's uint8 code and turn it into the activation's code with one
   256-entry table pass (``cv2.LUT``, in place): oneDNN's int8 convolution in PyTorch has no
   tanh post-op, and a float tanh pass costs more than all three convolutions.
-* The last layer's output is dequantised inside oneDNN (fp32 accumulation times the weight
-  and input scales, plus the fp32 bias, with ``max_value`` folded in) and rounded and
-  saturated once to the output's own levels: the same single rounding of the fp32 path,
-  no 8-bit requantisation with a calibrated scale. The periodic shuffle is one strided copy.
+* The last layer (weights as two int8 halves: ``2 r²`` output channels) writes fp32,
+  dequantised inside oneDNN (accumulation times the weight scales, plus the fp32 bias, with
+  ``max_value`` folded in); the halves are summed, rounded and clamped once to the output's
+  levels, as the fp32 path rounds: no 8-bit requantisation with a calibrated scale. The
+  periodic shuffle and the integer conversion are one strided copy.
 * Padding: a zero-padded border holds the real value 0, i.e. the input's zero point (0 for
   the plane, 128 for tanh codes, 0 for ReLU codes), as in the float network.
 
@@ -35,7 +36,7 @@ from __future__ import annotations
 import cv2
 import torch
 
-from ..quantize import QuantESPCN, quantized_weight, tanh_table
+from ..quantize import QuantESPCN, quantized_weight, split_weight, tanh_table
 from ._fused_bf16 import cache_tile, write_shuffled
 
 __all__ = ["Int8CpuNet"]
@@ -85,14 +86,16 @@ class Int8CpuNet:
             steps[0] = torch.full((1,), 1 / max_value)
             x_zp = 0
             for i, conv in enumerate(convs):
-                wq, ws = quantized_weight(conv.weight.detach() * steps[i][None, :, None, None])
+                w = conv.weight.detach() * steps[i][None, :, None, None]
                 bias = conv.bias.detach().float()
                 if i < len(convs) - 1:  # uint8 codes out at scale 1: 1/s folded into the weight scales and bias
+                    wq, ws = quantized_weight(w)
                     out_zp = 128 if self.kind == "tanh" else 0
                     ws, bias = ws / model.scales[i], bias / model.scales[i]
-                else:  # dequantised, in output levels
+                else:  # two int8 halves, dequantised in output levels (summed in __call__)
+                    wq, ws = split_weight(w)
                     out_zp = 0
-                    ws, bias = ws * max_value, bias * max_value
+                    ws, bias = ws * max_value, torch.cat([bias, torch.zeros_like(bias)]) * max_value
                 w = torch.ops.onednn.qconv_prepack(
                     wq.contiguous(memory_format=torch.channels_last), ws, 1.0, x_zp,
                     [1, 1], list(conv.padding), [1, 1], 1, None)
@@ -114,8 +117,11 @@ class Int8CpuNet:
             if zeros is None:
                 zeros = self._zero_points[ws.numel()] = torch.zeros(ws.numel(), dtype=torch.int64)
             y = torch.ops.onednn.qconv2d_pointwise(
-                y, 1.0, xzp, weight, ws, zeros, bias, [1, 1], pad, [1, 1], 1, 1.0, ozp, None, attr, [], "")
+                y, 1.0, xzp, weight, ws, zeros, bias, [1, 1], pad, [1, 1], 1, 1.0, ozp,
+                torch.float32 if last else None, attr, [], "")
             if self._tables and not last:
                 codes = y.permute(0, 2, 3, 1).numpy().reshape(-1, y.shape[3], y.shape[1])  # channels_last: a view
                 cv2.LUT(codes, self._tables[i], dst=codes)
+        r2 = self.scale**2
+        y = y[:, :r2].add_(y[:, r2:]).round_().clamp_(0, max_value)  # hi + lo halves, in output levels
         return write_shuffled(y, self.scale, planes.dtype)
