@@ -13,10 +13,10 @@ AVX512-VNNI / AVX-VNNI, or AMX-INT8 where the CPU has it.
   write the pre-activation's uint8 code and turn it into the activation's code with one
   256-entry table pass (``cv2.LUT``, in place): oneDNN's int8 convolution in PyTorch has no
   tanh post-op, and a float tanh pass costs more than all three convolutions.
-* The last layer (weights as two int8 halves: ``2 r²`` output channels) writes fp32,
-  dequantised inside oneDNN (accumulation times the weight scales, plus the fp32 bias, with
-  ``max_value`` folded in); the halves are summed, rounded and clamped once to the output's
-  levels, as the fp32 path rounds: no 8-bit requantisation with a calibrated scale. The
+* The last layer (weights as two int8 halves) is two convolutions writing fp32, the second
+  summed onto the first by oneDNN's sum post-op, dequantised inside oneDNN (accumulation times
+  the weight scales, plus the fp32 bias, with ``max_value`` folded in); the result is rounded
+  and clamped once to the output's levels (``+ 0.5`` in the bias, a clamp, the truncating copy), as the fp32 path rounds: no 8-bit requantisation with a calibrated scale. The
   periodic shuffle and the integer conversion are one strided copy.
 * Padding: a zero-padded border holds the real value 0, i.e. the input's zero point (0 for
   the plane, 128 for tanh codes, 0 for ReLU codes), as in the float network.
@@ -92,36 +92,50 @@ class Int8CpuNet:
                     wq, ws = quantized_weight(w)
                     out_zp = 128 if self.kind == "tanh" else 0
                     ws, bias = ws / model.scales[i], bias / model.scales[i]
-                else:  # two int8 halves, dequantised in output levels (summed in __call__)
+                else:  # two int8 halves, each dequantised in output levels: hi (+ bias + 0.5), lo summed onto it
                     wq, ws = split_weight(w)
-                    out_zp = 0
-                    ws, bias = ws * max_value, torch.cat([bias, torch.zeros_like(bias)]) * max_value
-                w = torch.ops.onednn.qconv_prepack(
-                    wq.contiguous(memory_format=torch.channels_last), ws, 1.0, x_zp,
-                    [1, 1], list(conv.padding), [1, 1], 1, None)
-                packed.append((w, ws.contiguous(), bias.contiguous(), list(conv.padding), x_zp, out_zp))
+                    o = len(bias)
+                    for part, b in ((slice(0, o), bias * max_value + 0.5), (slice(o, 2 * o), None)):
+                        scales = (ws[part] * max_value).contiguous()
+                        packed.append((self._prepacked(wq[part], scales, x_zp, conv.padding), scales,
+                                       b, list(conv.padding), x_zp, 0))
+                    break
+                packed.append((self._prepacked(wq, ws.contiguous(), x_zp, conv.padding), ws.contiguous(), bias.contiguous(),
+                               list(conv.padding), x_zp, out_zp))
                 x_zp = out_zp
             self._packed[max_value] = packed
         return packed
 
+    @staticmethod
+    def _prepacked(wq: torch.Tensor, ws: torch.Tensor, x_zp: int, padding: tuple[int, ...]) -> torch.Tensor:
+        return torch.ops.onednn.qconv_prepack(wq.contiguous(memory_format=torch.channels_last), ws, 1.0, x_zp,
+                                              [1, 1], list(padding), [1, 1], 1, None)
+
+    def _zeros(self, n: int) -> torch.Tensor:
+        """The weights' zero points (0), one per output channel."""
+        zeros = self._zero_points.get(n)
+        if zeros is None:
+            zeros = self._zero_points[n] = torch.zeros(n, dtype=torch.int64)
+        return zeros
+
     def __call__(self, planes: torch.Tensor, max_value: int = 255) -> torch.Tensor:
         if max_value > 255 or planes.dtype != torch.uint8:
             raise ValueError("the int8 path takes 8-bit planes (uint8); deeper ones go through the fused path")
-        n, _, h, w = planes.shape
         y = planes.contiguous(memory_format=torch.channels_last)
-        layers = self._pack(max_value)
-        for i, (weight, ws, bias, pad, xzp, ozp) in enumerate(layers):
-            last = i == len(layers) - 1
-            attr = "relu" if self.kind == "relu" and not last else "none"
-            zeros = self._zero_points.get(ws.numel())
-            if zeros is None:
-                zeros = self._zero_points[ws.numel()] = torch.zeros(ws.numel(), dtype=torch.int64)
+        *hidden, (w_hi, s_hi, b_hi, pad, xzp, _), (w_lo, s_lo, _, _, _, _) = self._pack(max_value)
+        for i, (weight, ws, bias, pad_i, xzp_i, ozp) in enumerate(hidden):
             y = torch.ops.onednn.qconv2d_pointwise(
-                y, 1.0, xzp, weight, ws, zeros, bias, [1, 1], pad, [1, 1], 1, 1.0, ozp,
-                torch.float32 if last else None, attr, [], "")
-            if self._tables and not last:
+                y, 1.0, xzp_i, weight, ws, self._zeros(len(ws)), bias, [1, 1], pad_i, [1, 1], 1, 1.0, ozp,
+                None, "relu" if self.kind == "relu" else "none", [], "")
+            if self._tables:
                 codes = y.permute(0, 2, 3, 1).numpy().reshape(-1, y.shape[3], y.shape[1])  # channels_last: a view
                 cv2.LUT(codes, self._tables[i], dst=codes)
-        r2 = self.scale**2
-        y = y[:, :r2].add_(y[:, r2:]).round_().clamp_(0, max_value)  # hi + lo halves, in output levels
-        return write_shuffled(y, self.scale, planes.dtype)
+        zeros = self._zeros(len(s_hi))
+        out = torch.ops.onednn.qconv2d_pointwise(
+            y, 1.0, xzp, w_hi, s_hi, zeros, b_hi, [1, 1], pad, [1, 1], 1, 1.0, 0, torch.float32, "none", [], "")
+        out = torch.ops.onednn.qconv2d_pointwise.binary(
+            y, 1.0, xzp, w_lo, s_lo, zeros, out, None, [1, 1], pad, [1, 1], 1, 1.0, 0, torch.float32,
+            1.0, 0, "sum", 1.0, "none", [], "")
+        # value + 0.5 (in the bias), clamped, truncated by the integer copy: rounded to the output's levels
+        out.clamp_(0, max_value + 0.49)
+        return write_shuffled(out, self.scale, planes.dtype)
