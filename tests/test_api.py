@@ -246,7 +246,7 @@ def test_stream_raises_errors_in_order_and_stops_its_threads(random_weights) -> 
         ({"tile": -1}, vsr.ConfigError, "tile must be an integer >= 0"),
         ({"queue_depth": 0}, vsr.ConfigError, "queue_depth must be an integer >= 1"),
         ({"device": "gpu"}, vsr.DeviceError, "unknown device 'gpu'"),
-        ({"model": "srgan"}, vsr.ModelError, "unknown model 'srgan'; choose one of: espcn, espcn-fast"),
+        ({"model": "srgan"}, vsr.ModelError, "unknown model 'srgan'; choose one of: espcn, espcn-fast, espcn-teacher"),
         ({"weights": "/nonexistent.safetensors"}, vsr.WeightsError, "does not exist"),
     ],
 )

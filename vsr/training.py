@@ -37,9 +37,11 @@ import torch.nn.functional as F
 
 from .errors import ConfigError, DeviceError, WeightsError
 from .evaluate import Sample, evaluate, imresize, list_images, load_image, make_lr, modcrop, prepare_sample, to_y
-from .models import ESPCN, create_model, read_weights, save_weights
+from .models import ESPCN, ESPCNConfig, create_model, load_weights, read_weights, save_weights
+from .ops.collapsible import collapse, make_collapsible
 
-__all__ = ["TrainConfig", "TrainResult", "PatchData", "export_checkpoint", "train", "load_training_images"]
+__all__ = ["DataSource", "TrainConfig", "TrainResult", "PatchData", "export_checkpoint", "train", "load_teacher",
+           "load_training_data", "load_training_images"]
 
 
 @dataclass(frozen=True, kw_only=True)
@@ -70,6 +72,13 @@ class TrainConfig:
     grid_phases: bool = False
     seed: int = 0
     init: str | None = None
+    # Issue 19 (docs/MODELS.md). collapsible: train every conv with parallel linear branches
+    # (vsr.ops.collapsible) that fold into the plain network when the weights are written.
+    collapsible: bool = False
+    # teacher: weights file of a larger LR-space network (e.g. espcn-teacher) whose output is mixed
+    # into the target; distill: the teacher's share of the loss (1 - distill: the ground truth's).
+    teacher: str | None = None
+    distill: float = 0.5
 
     def __post_init__(self) -> None:
         if self.scale not in (2, 3, 4):
@@ -88,6 +97,10 @@ class TrainConfig:
             raise ConfigError(f"context must be 0 or more LR pixels, got {self.context}")
         if not self.image_scales or any(not 0.1 <= s <= 1.0 for s in self.image_scales):
             raise ConfigError(f"image scales must lie in [0.1, 1], got {self.image_scales}")
+        for spec in self.data:
+            DataSource.parse(spec)
+        if not 0.0 <= self.distill <= 1.0:
+            raise ConfigError(f"distill is the teacher's share of the loss, in [0, 1], got {self.distill}")
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
@@ -117,6 +130,53 @@ class TrainConfig:
         return step < self.bf16_until * self.steps
 
 
+#: Evaluation sets that must never be trained on (matched against every component of a data path).
+EVALUATION_ONLY = ("bsd100", "set5", "set14", "urban100", "manga109")
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """One ``--data`` entry, ``PATH[:DOWNSCALE[:WEIGHT]]``.
+
+    ``downscale``: every image is first MATLAB-downscaled by this factor and then treated as the HR
+    image (about 0.5 for JPEG sources hides most compression artefacts); ``weight``: how often a
+    pixel of this folder is drawn, relative to a pixel of a weight-1 folder (patches are otherwise
+    drawn in proportion to each image's patch positions).
+    """
+
+    path: str
+    downscale: float = 1.0
+    weight: float = 1.0
+
+    @classmethod
+    def parse(cls, spec: str) -> "DataSource":
+        parts = spec.split(":")
+        numbers: list[float] = []
+        while len(parts) > 1 and len(numbers) < 2:
+            try:
+                numbers.insert(0, float(parts[-1]))
+            except ValueError:
+                break
+            parts.pop()
+        src = cls(":".join(parts), *numbers)
+        if not src.path:
+            raise ConfigError(f"--data {spec!r} names no folder; use PATH[:DOWNSCALE[:WEIGHT]]")
+        if not 0.1 <= src.downscale <= 1.0 or not src.weight > 0:
+            raise ConfigError(f"--data {spec!r}: downscale must lie in [0.1, 1] and weight be positive "
+                              f"(PATH[:DOWNSCALE[:WEIGHT]], e.g. ImageNet1000:0.5:1)")
+        banned = [p for p in Path(src.path).parts if p.lower() in EVALUATION_ONLY]
+        if banned:
+            raise ConfigError(f"--data {spec!r}: {banned[0]} is an evaluation set and is never trained on; "
+                              "use the training folders (e.g. ../shared/data/train/T91)")
+        return src
+
+    @property
+    def label(self) -> str:
+        """The folder's name with its options, for weight-file metadata."""
+        name = Path(self.path).name
+        return name if (self.downscale, self.weight) == (1.0, 1.0) else f"{name}:{self.downscale:g}:{self.weight:g}"
+
+
 @dataclass(frozen=True)
 class TrainResult:
     weights: Path
@@ -132,17 +192,23 @@ def load_training_images(
 ) -> list[tuple[np.ndarray, np.ndarray]]:
     """``(lr_y, hr_y)`` 8-bit pairs for every image (and downscaled copy) of ``folders``.
 
+    ``folders`` are :class:`DataSource` specs (``PATH[:DOWNSCALE[:WEIGHT]]``; the weight is
+    :func:`load_training_data`'s business). JPEG and grayscale images load like PNG; only the 8-bit
+    Y planes are kept (the RGB image lives only while its LR image is made).
+
     ``grid_phases``: also pair each HR image cropped by ``(dy, dx)``, ``0 <= dy, dx < scale``, with its
     own LR image, so that the downscaling grid meets the content at every phase (``scale**2``
     pairs an image instead of one; the HR arrays are views, the LR ones are ``1/scale**2`` the size).
     """
     pairs: list[tuple[np.ndarray, np.ndarray]] = []
     shifts = [(dy, dx) for dy in range(scale) for dx in range(scale)] if grid_phases else [(0, 0)]
-    for folder in folders:
-        for path in list_images(folder):
+    for spec in folders:
+        source = DataSource.parse(spec)
+        for path in list_images(source.path):
             img = load_image(path)
             for s in image_scales:
-                src = img if s == 1.0 else imresize(img, s)
+                f = s * source.downscale
+                src = img if f == 1.0 else imresize(img, f)
                 src_y = to_y(src)
                 for dy, dx in shifts:
                     hr = modcrop(src[dy:, dx:], scale)
@@ -150,6 +216,17 @@ def load_training_images(
                         continue
                     pairs.append((to_y(make_lr(hr, scale)), modcrop(src_y[dy:, dx:], scale)))
     return pairs
+
+
+def load_training_data(config: TrainConfig) -> tuple[list[tuple[np.ndarray, np.ndarray]], list[float]]:
+    """All pairs of ``config.data`` and the sampling weight of each (its folder's ``weight``)."""
+    pairs: list[tuple[np.ndarray, np.ndarray]] = []
+    factors: list[float] = []
+    for spec in config.data:
+        got = load_training_images((spec,), config.scale, config.image_scales, grid_phases=config.grid_phases)
+        pairs += got
+        factors += [DataSource.parse(spec).weight] * len(got)
+    return pairs, factors
 
 
 class PatchData:
@@ -164,12 +241,18 @@ class PatchData:
     """
 
     def __init__(self, pairs: list[tuple[np.ndarray, np.ndarray]], *, scale: int, patch: int, seed: int,
-                 context: int = 0):
+                 context: int = 0, factors: list[float] | None = None):
+        """``factors``: a sampling weight per pair (default 1), multiplying its share of patch positions."""
         self.scale, self.patch, self.seed, self.context = scale, patch, seed, context
-        self.pairs = [(lr, hr) for lr, hr in pairs if min(lr.shape) >= self.window]
+        factors = [1.0] * len(pairs) if factors is None else factors
+        if len(factors) != len(pairs):
+            raise ValueError(f"{len(factors)} sampling factors for {len(pairs)} pairs")
+        keep = [n for n, (lr, _) in enumerate(pairs) if min(lr.shape) >= self.window]
+        self.pairs = [pairs[n] for n in keep]
         if not self.pairs:
             raise ConfigError(f"no training image is at least {self.window * scale} pixels on each side")
-        positions = np.array([(lr.shape[0] - patch + 1) * (lr.shape[1] - patch + 1) for lr, _ in self.pairs], float)
+        positions = np.array([(lr.shape[0] - patch + 1) * (lr.shape[1] - patch + 1) * factors[n]
+                              for n, (lr, _) in zip(keep, self.pairs)], float)
         self.weights = positions / positions.sum()
 
     @property
@@ -242,6 +325,21 @@ def _init_from(model: ESPCN, path: str) -> list[str]:
     return copied
 
 
+def load_teacher(path: str, scale: int) -> ESPCN:
+    """The frozen network of weights file ``path`` (any ESPCN architecture its metadata describes)."""
+    state, meta = read_weights(path)
+    if "config" not in meta:
+        raise WeightsError(f"{path!r} does not describe its architecture; pass a weights file `vsr train` wrote")
+    cfg = ESPCNConfig.from_dict(meta["config"])
+    if cfg.scale != scale or cfg.channels != 1:
+        raise ConfigError(f"teacher {path!r} is a x{cfg.scale} network with {cfg.channels} channel(s); "
+                          f"this run trains x{scale} on luma: train a teacher at x{scale} first")
+    teacher = load_weights(ESPCN(cfg), path).eval()
+    for p in teacher.parameters():
+        p.requires_grad_(False)
+    return teacher
+
+
 def _save_checkpoint(path: Path, model: ESPCN, opt: torch.optim.Optimizer, step: int, config: TrainConfig,
                      history: list[dict[str, Any]], seconds: float) -> None:
     tmp = path.with_name(path.name + ".tmp")
@@ -287,9 +385,14 @@ def train(
     initialised: list[str] = []
     if config.init:
         initialised = _init_from(model, config.init)
+    if config.collapsible:
+        model = make_collapsible(model)  # after --init: the run starts at exactly the initial network
+    teacher = None if config.teacher is None else load_teacher(config.teacher, config.scale)
     if dev.type == "cpu":
         model = model.to(memory_format=torch.channels_last)
     model = model.to(dev)
+    if teacher is not None:
+        teacher = (teacher.to(memory_format=torch.channels_last) if dev.type == "cpu" else teacher).to(dev)
     opt = torch.optim.Adam(model.parameters(), lr=config.lr)
     step, history, seconds_before = 0, [], 0.0
     if resume and ckpt_path.is_file():
@@ -306,9 +409,9 @@ def train(
         raise ConfigError(f"{str(ckpt_path)!r} exists: pass --resume to continue it, or choose another --out")
 
     t_load = time.perf_counter()
-    data = PatchData(load_training_images(config.data, config.scale, config.image_scales,
-                                          grid_phases=config.grid_phases),
-                     scale=config.scale, patch=config.patch, seed=config.seed, context=config.context)
+    pairs, factors = load_training_data(config)
+    data = PatchData(pairs, scale=config.scale, patch=config.patch, seed=config.seed, context=config.context,
+                     factors=factors)
     val_samples: list[Sample] = []
     if val is not None:
         val_samples = [prepare_sample(load_image(p), config.scale, p.name) for p in list_images(val)]
@@ -341,8 +444,15 @@ def train(
                 group["lr"] = config.learning_rate(step)
             with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=config.uses_bf16(step)):
                 pred = model(lr_b)
+                if teacher is not None:
+                    with torch.no_grad():
+                        taught = teacher(lr_b).float()
             pred = pred.float()
-            loss = _patch_loss(pred, hr_b, None if mask is None else mask.to(dev), l2=config.uses_l2(step))
+            mask_d = None if mask is None else mask.to(dev)
+            loss = _patch_loss(pred, hr_b, mask_d, l2=config.uses_l2(step))
+            if teacher is not None:
+                loss = ((1.0 - config.distill) * loss
+                        + config.distill * _patch_loss(pred, taught, mask_d, l2=config.uses_l2(step)))
             opt.zero_grad(set_to_none=True)
             loss.backward()
             opt.step()
@@ -377,10 +487,13 @@ def train(
     weights = out / f"{config.model}_x{config.scale}.safetensors"
     if step >= config.steps:
         model_cpu = model.to("cpu").to(memory_format=torch.contiguous_format).eval()
+        if config.collapsible:
+            model_cpu = collapse(model_cpu)
         save_weights(
             model_cpu, weights,
-            training={**config.to_dict(), "data": [Path(d).name for d in config.data],
-                      "init": Path(config.init).name if config.init else None},
+            training={**config.to_dict(), "data": [DataSource.parse(d).label for d in config.data],
+                      "init": Path(config.init).name if config.init else None,
+                      "teacher": Path(config.teacher).name if config.teacher else None},
             steps=step, seed=config.seed, wall_seconds=round(seconds, 1),
             machine=f"{platform.machine()} {os.cpu_count()} cpu, torch {torch.__version__}, {dev.type}, "
                     f"{torch.get_num_threads()} threads",
@@ -394,7 +507,11 @@ def export_checkpoint(checkpoint: str | Path, weights: str | Path) -> Path:
     """Write the model of a (possibly unfinished) training checkpoint as a weights file."""
     ckpt = torch.load(Path(checkpoint), map_location="cpu", weights_only=True)
     config = TrainConfig.from_dict(ckpt["config"])
-    model = create_model(config.model, scale=config.scale, weights=None)
+    model: torch.nn.Module = create_model(config.model, scale=config.scale, weights=None)
+    if config.collapsible:
+        model = make_collapsible(model)
     model.load_state_dict(ckpt["model"])
+    if config.collapsible:
+        model = collapse(model)
     return save_weights(model, weights, training=config.to_dict(), steps=int(ckpt["step"]), seed=config.seed,
                         wall_seconds=round(float(ckpt["seconds"]), 1), unfinished=int(ckpt["step"]) < config.steps)

@@ -22,8 +22,10 @@ def _floats(text: str) -> tuple[float, ...]:
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--model", default="espcn", help="registered variant to train (default espcn)")
     parser.add_argument("--scale", type=int, default=3, choices=(2, 3, 4), help="upscaling factor")
-    parser.add_argument("--data", action="append", metavar="DIR", required=True,
-                        help="folder of training images; repeat for several (e.g. T91 and BSD200)")
+    parser.add_argument("--data", action="append", metavar="DIR[:DOWNSCALE[:WEIGHT]]", required=True,
+                        help="folder of training images (PNG, BMP, JPEG; RGB or gray); repeat for several "
+                             "(e.g. T91 and BSD200). DOWNSCALE: shrink each image by it first (e.g. 0.5 for "
+                             "JPEG sources); WEIGHT: how often its pixels are drawn relative to other folders'")
     parser.add_argument("--out", required=True, metavar="DIR",
                         help="run folder: checkpoint.pt, log.jsonl and the final .safetensors")
     parser.add_argument("--resume", action="store_true", help="continue the checkpoint in --out")
@@ -57,6 +59,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int, default=d["seed"], help=f"random seed (default {d['seed']})")
     parser.add_argument("--init", metavar="FILE",
                         help="start from the tensors of FILE that fit (e.g. another scale's feature layers)")
+    # issue 19: collapsible training and distillation
+    parser.add_argument("--collapsible", action="store_true", default=d["collapsible"],
+                        help="train each conv with parallel linear branches (1x1, 1x1-kxk-1x1, identity, "
+                             "Sobel/Laplacian) that fold into the plain network when the weights are written")
+    parser.add_argument("--teacher", metavar="FILE",
+                        help="distil from this larger network's weights (e.g. an espcn-teacher run at the same scale)")
+    parser.add_argument("--distill", type=float, default=d["distill"], metavar="A",
+                        help=f"with --teacher: the teacher output's share of the loss (default {d['distill']:g})")
     parser.add_argument("--val", metavar="DIR", help="validation image folder (e.g. Set5), PSNR under the protocol")
     parser.add_argument("--val-every", type=int, default=2000, help="validate every N steps (default 2000)")
     parser.add_argument("--checkpoint-every", type=int, default=1000, help="checkpoint every N steps")
@@ -87,6 +97,7 @@ def main(args: argparse.Namespace) -> int:
         steps=args.steps, batch_size=args.batch_size, patch=args.patch, lr=args.lr, min_lr=args.min_lr,
         warmup=args.warmup, l2_from=args.l2_from, bf16_until=args.bf16_until, context=args.context,
         grid_phases=args.grid_phases, seed=args.seed, init=args.init,
+        collapsible=args.collapsible, teacher=args.teacher, distill=args.distill,
     )
     from ..models import get_spec
 

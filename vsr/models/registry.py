@@ -113,3 +113,10 @@ register_model(
     kernels=(3, 3, 3),
     activation="relu",
 )
+register_model(
+    "espcn-teacher",
+    "distillation teacher (no shipped weights): 5x5 conv to 128, 3x3 to 64, 3x3 to 32, 3x3 to r^2, tanh",
+    widths=(128, 64, 32),
+    kernels=(5, 3, 3, 3),
+    activation="tanh",
+)
