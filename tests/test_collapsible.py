@@ -9,6 +9,7 @@ import pytest
 import torch
 from torch import nn
 
+from vsr.errors import ConfigError
 from vsr.models import ESPCN, create_model, read_weights, shipped_weights
 from vsr.ops.collapsible import CollapsibleConv2d, collapse, collapsed_state_dict, make_collapsible
 from vsr.training import TrainConfig, export_checkpoint, train
@@ -129,3 +130,5 @@ def test_collapsible_run_from_shipped_weights_writes_a_plain_espcn(folder: Path,
     again, _ = read_weights(resumed.weights)
     for k in state:
         assert torch.equal(state[k], again[k]), k
+    with pytest.raises(ConfigError, match="--collapsible"):  # e.g. --qat's network
+        train(config, tmp_path / "module", module=create_model("espcn-fast", scale=2), log=lambda s: None)

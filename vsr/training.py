@@ -386,6 +386,9 @@ def train(
     if config.init:
         initialised = _init_from(model, config.init)
     if config.collapsible:
+        if module is not None:
+            raise ConfigError("--collapsible trains a registered ESPCN's convolutions, not a given network "
+                              "(e.g. --qat's); leave one of them out")
         model = make_collapsible(model)  # after --init: the run starts at exactly the initial network
     teacher = None if config.teacher is None else load_teacher(config.teacher, config.scale)
     if dev.type == "cpu":
