@@ -33,6 +33,16 @@ def _check_case(c: dict, scale: int, size: tuple[int, int], frames: int) -> None
         assert c["bound_fps"] == pytest.approx(min(d, i, e))
     assert c["bound_fps"] < min(d, i, e) or c["device"] != "cpu"
     assert c["efficiency"] == pytest.approx(c["pipeline_fps"] / c["bound_fps"])
+    assert c["realtime_factor"] == pytest.approx(c["pipeline_fps"] / c["source_fps"])
+    rd = c["run_default"]  # vsr run's own preset, timed in the same rounds
+    if rd is not None:
+        assert rd["preset"] == load_config(None).encoder.preset
+        for key in ("encode_fps", "pipeline_fps"):
+            assert rd[key] > 0 and rd[key] == pytest.approx(statistics.median(rd["samples"][key]))
+            assert len(rd["samples"][key]) == len(c["samples"]["pipeline_fps"])
+        assert rd["bound_fps"] == pytest.approx(1 / (1 / d + 1 / i + 1 / rd["encode_fps"])
+                                                if c["device"] == "cpu" else min(d, i, rd["encode_fps"]))
+        assert rd["efficiency"] == pytest.approx(rd["pipeline_fps"] / rd["bound_fps"])
     assert c["pipeline_vs_sequential"] == pytest.approx(c["pipeline_fps"] / c["sequential_fps"])
     macs = create_model(c["model"], scale=scale, weights=None).config.macs_per_lr_pixel
     assert c["gflop_per_frame"] == pytest.approx(2 * macs * size[0] * size[1] / 1e9)
@@ -62,14 +72,18 @@ def test_cli_bench_tiny_case_json(tmp_path: Path, capsys) -> None:
     assert result["options"]["repeats"] == 2 and result["options"]["preset"] == "ultrafast"
     (case,) = result["cases"]
     assert case["weights"].startswith("random")
+    assert case["run_default"] is not None and "pipe@medium" in captured.out
+    assert case["source_fps"] == pytest.approx(30.0)
     _check_case(case, 3, (64, 36), 4)
 
 
 def test_fp32_module_engine_matches_the_reference_exactly(tmp_path: Path) -> None:
     options = BenchOptions(cases=(BenchCase(width=48, height=32, scale=2),), model="espcn-fast", weights="random",
-                           device="cpu", precision="fp32", frames=3, repeats=1, fused=False, peers=False)
+                           device="cpu", precision="fp32", frames=3, repeats=1, fused=False, peers=False,
+                           run_preset=None)
     result = run_bench(options)
     (case,) = result["cases"]
+    assert case["run_default"] is None  # not asked for
     assert (case["engine"], case["precision"]) == ("module", "fp32")
     assert case["accuracy"] == {**case["accuracy"], "max_abs_diff": 0, "psnr_vs_fp32_db": None}
     assert case["opencv_fps"] is None and "opencv" not in case
@@ -176,3 +190,16 @@ def test_a_worker_error_stops_the_run_and_leaves_no_output(tmp_path: Path, rando
         _pipeline(random_weights("espcn-fast", 2)).run(src, tmp_path / "out.mp4")
     assert not (tmp_path / "out.mp4").exists()
     assert [p.name for p in tmp_path.iterdir()] == ["in.mp4"]
+
+
+def test_bench_realtime_measures_what_vsr_run_realtime_chooses(tmp_path: Path) -> None:
+    options = BenchOptions(cases=(BenchCase(width=64, height=36, scale=2),), device="cpu", frames=4, repeats=1,
+                           peers=False, realtime=True)
+    (case,) = run_bench(options)["cases"]
+    chosen = case["realtime"]
+    assert chosen is not None and chosen["tried"] and chosen["source_fps"] == pytest.approx(30.0)
+    assert (case["model"], case["precision"], case["encoder_preset"]) == (
+        chosen["model"], chosen["precision"], chosen["preset"])
+    _check_case(case, 2, (64, 36), 4)
+    with pytest.raises(ConfigError, match="--realtime"):
+        BenchOptions(realtime=True, fused=False)

@@ -7,6 +7,7 @@ what each step does.
 
 from __future__ import annotations
 
+import logging
 import os
 from dataclasses import dataclass
 from typing import Any, Callable, Iterable, Iterator, Literal, TypeVar, Union
@@ -16,14 +17,17 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from .config import load_config
+from .config import load_config_and_keys
 from .engine import LumaUpscaler, int8_model, resolve_device, resolve_precision
 from .errors import ConfigError, UnsupportedMediaError
 from .media import frame_planes, native_format, new_frame, resize_plane, resolve_container_format
 from .models import create_model, list_models
-from .pipeline import Pipeline, Progress, RunReport, overlapped_map
+from .pipeline import Progress, RunReport, overlapped_map
+from .realtime import pipeline_for, with_choice
 
 __all__ = ["Upscaler", "upscale_video"]
+
+log = logging.getLogger("vsr")
 
 Frame = Union[np.ndarray, av.VideoFrame, torch.Tensor]
 F_ = TypeVar("F_", np.ndarray, av.VideoFrame, torch.Tensor)
@@ -272,6 +276,7 @@ def upscale_video(
     audio: str | None = None,
     format: str | None = None,
     overwrite: bool | None = None,
+    speed: str | None = None,
     progress: Callable[[Progress], None] | None = None,
     executor: str | None = None,
     ray_address: str | None = None,
@@ -288,15 +293,18 @@ def upscale_video(
     when not None, override it (same names as ``vsr run``'s flags). ``format``: output
     container (``y4m``, ``mkv``, ``mp4``, ...; None: from ``dst``'s extension). Returns the
     run's :class:`~vsr.pipeline.RunReport`; raises :class:`~vsr.VsrError` subclasses.
+    ``speed="realtime"`` (as ``vsr run --realtime``): the model, precision and encoder
+    preset that keep up with the source, measured on its first frames, among those not
+    given here or in ``config`` (:mod:`vsr.realtime`); the report's ``realtime`` says what.
     """
     overrides = {
         "model.scale": scale, "model.name": model, "model.weights": os.fspath(weights) if weights else None,
         "device": device, "precision": precision, "batch": batch, "tile": tile,
         "encoder.codec": codec, "encoder.crf": crf, "encoder.preset": preset, "encoder.pix_fmt": pix_fmt,
-        "encoder.audio": audio, "output.overwrite": overwrite,
+        "encoder.audio": audio, "output.overwrite": overwrite, "speed": speed,
         "executor.kind": executor, "executor.address": ray_address,
     }
-    cfg = load_config(config, overrides)
+    cfg, explicit = load_config_and_keys(config, overrides)
     if os.fspath(src) == "-" and dst is None:
         raise ConfigError("src '-' (standard input) needs a dst")
     resolve_container_format(format, dst if dst is not None else "")  # option errors before the model loads
@@ -310,4 +318,7 @@ def upscale_video(
         if done.report is None:
             raise VsrError(done.error or f"{src}: failed")
         return done.report
-    return Pipeline(cfg).run(os.fspath(src), dst, progress=progress, format=format, resume=resume)
+    pipeline, choice = pipeline_for(os.fspath(src), cfg, explicit)  # speed: realtime chooses here (local runs)
+    if choice is not None:
+        log.info("%s", choice.line())
+    return with_choice(pipeline.run(os.fspath(src), dst, progress=progress, format=format, resume=resume), choice)

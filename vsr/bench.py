@@ -12,6 +12,12 @@ and encoder as ``vsr run`` would use:
   alone, upscaled luma already in memory;
 - ``sequential_fps``: the naive loop, one frame at a time through decode, infer, encode;
 - ``pipeline_fps``: :meth:`vsr.pipeline.Pipeline.run` end to end;
+- with ``realtime``: the case is measured with what ``vsr run --realtime`` chooses on its clip
+  (``realtime`` holds the choice and the probe's figures; ``encoder_preset`` the preset);
+- ``run_default``: the same encode stage and pipeline with ``vsr run``'s own encoder preset
+  (``run_preset``, medium: what a user's plain ``vsr run`` gets), timed in the same rounds,
+  beside the bench's real-time ``preset`` (ultrafast); with ``realtime_factor`` against the
+  clip's frame rate (30 fps for the synthetic clips), as the top-level one;
 - ``bound_fps``: the best any pipeline could do from the stage figures: on CPU, where the
   stages share the cores, ``1 / (1/decode + 1/infer + 1/encode)``; on CUDA, where
   inference runs beside the CPU stages, ``min(decode, infer, encode)``;
@@ -31,10 +37,10 @@ stage once, in turn); bound and efficiency are computed from those medians.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import os
 import platform
-import queue
 import statistics
 import subprocess
 import sys
@@ -54,8 +60,8 @@ from .engine import LumaUpscaler
 from .errors import ConfigError, MediaError
 from .media import VideoReader, VideoWriter, frame_planes, new_frame
 from .models import create_model, get_spec, save_weights, shipped_weights
-from .pipeline import Pipeline
-from .pipeline._flow import _END, _Clock, _Control, _Job, _luma_tensor
+from .pipeline import Pipeline, bound_fps, measure_encode, measure_infer
+from .pipeline._flow import _Job, _luma_tensor
 
 __all__ = ["BenchCase", "BenchOptions", "DEFAULT_CASES", "format_table", "machine_info", "run_bench"]
 
@@ -105,8 +111,11 @@ class BenchOptions:
     threads: int = 0  # torch CPU threads; 0: the pipeline's default
     codec: str = "libx264"
     preset: str | None = "ultrafast"  # a real-time setting; vsr run's default is "medium"
+    # vsr run's default encoder preset, also timed (encode stage and pipeline) in each round; None: not
+    run_preset: str | None = dataclasses.field(default_factory=lambda: PipelineConfig().encoder.preset)
     crf: int | None = 18
     fused: bool = True  # the engine's fused CPU path (False: the plain module, for comparison)
+    realtime: bool = False  # benchmark what vsr run --realtime chooses on each case's clip (model, precision, preset)
     peers: bool = True
     cv2_contrib_path: str | None = None  # default: $VSR_CV2_CONTRIB_PATH
     peer_models: str | None = None  # default: $VSR_PEER_MODELS, else ../shared/data/peer_models
@@ -118,6 +127,8 @@ class BenchOptions:
             if getattr(self, name) < low:
                 raise ConfigError(f"--{name} must be at least {low}, got {getattr(self, name)}")
         get_spec(self.model)  # a ModelError (one line) for an unknown name
+        if self.realtime and not self.fused:
+            raise ConfigError("--realtime chooses among the engine vsr run uses; leave out --engine module")
         if self.weights not in (None, "random") and not Path(self.weights).is_file():
             raise ConfigError(f"--weights {self.weights}: no such file (or use --weights random)")
 
@@ -168,6 +179,7 @@ def machine_info(device: str | torch.device | None = None) -> dict[str, Any]:
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "onednn": torch.backends.mkldnn.is_available(),
+        "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA") or os.environ.get("DNNL_MAX_CPU_ISA"),  # a cap
         "pyav": av.__version__,
         "ffmpeg": av.library_versions.get("libavcodec"),
         "python": platform.python_version(),
@@ -291,34 +303,6 @@ def _time_decode(path: Path) -> float:
     return n / (time.perf_counter() - t0)
 
 
-def _time_infer(pipe: Pipeline, frames: list[av.VideoFrame]) -> float:
-    """The pipeline's infer stage alone (its batching, workers or CUDA streams) on frames held in memory."""
-    src: queue.Queue = queue.Queue()
-    out: queue.Queue = queue.Queue()
-    for i, frame in enumerate(frames):
-        src.put(_Job(i, frame, 0.0))
-    src.put(_END)
-    t0 = time.perf_counter()
-    pipe._infer(src, out, _Control(), _Clock())
-    seconds = time.perf_counter() - t0
-    done = [item for item in iter(out.get_nowait, _END)]
-    if len(done) != len(frames) or any(job.luma is None for job in done):  # pragma: no cover - a pipeline bug
-        raise RuntimeError("the infer stage lost frames")
-    for job in done:
-        job.luma = None
-    return len(frames) / seconds
-
-
-def _time_encode(pipe: Pipeline, clip: Path, dst: Path, frames: list[av.VideoFrame], upscaled: list[np.ndarray]) -> float:
-    with VideoReader(clip) as reader:
-        t0 = time.perf_counter()
-        writer = VideoWriter(dst, reader, encoder=pipe.config.encoder, overwrite=True)
-        for i, (frame, luma) in enumerate(zip(frames, upscaled)):
-            writer.write(pipe._compose(writer, _Job(i, frame, 0.0, luma)))
-        writer.close()
-        return len(frames) / (time.perf_counter() - t0)
-
-
 def _time_sequential(pipe: Pipeline, clip: Path, dst: Path) -> float:
     """The naive loop most scripts use: decode a frame, upscale it, encode it, next."""
     up = pipe.upscaler
@@ -430,16 +414,23 @@ def _median(values: list[float]) -> float:
 def bench_case(case: BenchCase, options: BenchOptions, tmp: Path,
                say: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
     weights, weights_label = _weights_file(options, case.scale, tmp)
-    pipe = Pipeline(options.pipeline_config(case.scale, weights))
-    up = pipe.upscaler
-    if not options.fused:
-        up = pipe.upscaler = LumaUpscaler(create_model(options.model, scale=case.scale, weights=weights),
-                                          device=pipe.device, dtype=pipe.dtype, fused=False)
     clip = tmp / f"in_{case.width}x{case.height}_x{case.scale}.mkv"
     if case.input:
         _clip_from_input(clip, case.input, options.frames)
     else:
         _synthetic_clip(clip, case.width, case.height, options.frames)
+    choice = None
+    if options.realtime:
+        pipe, choice = _realtime_pipeline(options, case.scale, weights, weights_label, clip)
+        weights = pipe.config.model.weights or str(shipped_weights(pipe.config.model.name, case.scale))
+        say(f"{case.label}: {choice.line()}")
+    else:
+        pipe = Pipeline(options.pipeline_config(case.scale, weights))
+    model_name = pipe.config.model.name
+    up = pipe.upscaler
+    if not options.fused:
+        up = pipe.upscaler = LumaUpscaler(create_model(model_name, scale=case.scale, weights=weights),
+                                          device=pipe.device, dtype=pipe.dtype, fused=False)
     frames = _video_frames(clip)
     width, height = frames[0].width, frames[0].height
     max_value = (1 << frames[0].format.components[0].bits) - 1
@@ -447,7 +438,7 @@ def bench_case(case: BenchCase, options: BenchOptions, tmp: Path,
     upscaled = [up(x.to(up.device), max_value).cpu().numpy()[0, 0] for x in lumas]  # also the warm-up
 
     # Accuracy of the precision and engine used, against the fp32 module, on the first frame.
-    reference = LumaUpscaler(create_model(options.model, scale=case.scale, weights=weights),
+    reference = LumaUpscaler(create_model(model_name, scale=case.scale, weights=weights),
                              device=pipe.device, dtype=torch.float32, fused=False)
     ref = reference(lumas[0].to(pipe.device), max_value).cpu().numpy()[0, 0]
     accuracy = {
@@ -457,14 +448,20 @@ def bench_case(case: BenchCase, options: BenchOptions, tmp: Path,
     }
     del reference
 
-    _time_infer(pipe, frames[:4])  # warm-up of the infer stage's workers
+    measure_infer(pipe, frames[:4])  # warm-up of the infer stage's workers
     samples: dict[str, list[float]] = {k: [] for k in STAGE_KEYS}
+    run_pipe = None
+    if options.run_preset is not None and options.run_preset != pipe.config.encoder.preset:
+        run_config = dataclasses.replace(pipe.config, encoder=dataclasses.replace(pipe.config.encoder,
+                                                                                  preset=options.run_preset))
+        run_pipe = Pipeline(run_config, upscaler=up)
+    run_samples: dict[str, list[float]] = {"encode_fps": [], "pipeline_fps": []}
     peak_gpu_mb: float | None = None
     for r in range(options.repeats):
         say(f"{case.label}: round {r + 1}/{options.repeats}")
         samples["decode_fps"].append(_time_decode(clip))
-        samples["infer_fps"].append(_time_infer(pipe, frames))
-        samples["encode_fps"].append(_time_encode(pipe, clip, tmp / "encode.mkv", frames, upscaled))
+        samples["infer_fps"].append(measure_infer(pipe, frames)[0])
+        samples["encode_fps"].append(measure_encode(pipe, clip, tmp / "encode.mkv", frames, upscaled))
         samples["sequential_fps"].append(_time_sequential(pipe, clip, tmp / "sequential.mkv"))
         if pipe.device.type == "cuda":
             torch.cuda.reset_peak_memory_stats(pipe.device)
@@ -472,11 +469,15 @@ def bench_case(case: BenchCase, options: BenchOptions, tmp: Path,
         if pipe.device.type == "cuda":
             peak_gpu_mb = max(peak_gpu_mb or 0.0, torch.cuda.max_memory_allocated(pipe.device) / 2**20)
         samples["pipeline_fps"].append(report.fps)
+        if run_pipe is not None:  # vsr run's own encoder setting, beside the bench's real-time one
+            run_samples["encode_fps"].append(measure_encode(run_pipe, clip, tmp / "encode.mkv", frames, upscaled))
+            run_samples["pipeline_fps"].append(run_pipe.run(clip, tmp / "pipeline.mkv", overwrite=True).fps)
 
     med = {k: _median(v) for k, v in samples.items()}
     d, i, e = med["decode_fps"], med["infer_fps"], med["encode_fps"]
     cuda = pipe.device.type == "cuda"
-    bound = min(d, i, e) if cuda else 1.0 / (1.0 / d + 1.0 / i + 1.0 / e)
+    bound = bound_fps(d, i, e, cuda=cuda)
+    source_fps = _clip_rate(clip)
     flops_per_frame = 2.0 * up.model.config.macs_per_lr_pixel * width * height
     result: dict[str, Any] = {
         "case": case.label,
@@ -485,8 +486,10 @@ def bench_case(case: BenchCase, options: BenchOptions, tmp: Path,
         "output_size": [width * case.scale, height * case.scale],
         "scale": case.scale,
         "frames": len(frames),
-        "model": options.model,
+        "model": model_name,
         "weights": weights_label,
+        "encoder_preset": pipe.config.encoder.preset,
+        "realtime": choice.to_dict() if choice is not None else None,
         "device": str(pipe.device),
         "precision": pipe.precision,
         "engine": "fused" if up.fused else "module",
@@ -497,6 +500,9 @@ def bench_case(case: BenchCase, options: BenchOptions, tmp: Path,
         "bound_rule": "min(decode, infer, encode)" if cuda else "1/(1/decode + 1/infer + 1/encode)",
         "efficiency": med["pipeline_fps"] / bound,
         "pipeline_vs_sequential": med["pipeline_fps"] / med["sequential_fps"],
+        "source_fps": source_fps,
+        "realtime_factor": med["pipeline_fps"] / source_fps if source_fps else None,
+        "run_default": _run_default(options, run_samples, d, i, cuda, source_fps),
         "infer_gflops": flops_per_frame * i / 1e9,
         "gflop_per_frame": flops_per_frame / 1e9,
         "accuracy": accuracy,
@@ -513,6 +519,41 @@ def bench_case(case: BenchCase, options: BenchOptions, tmp: Path,
         result["opencv_fps"] = peer.get("fps")
     result["infer_vs_opencv"] = i / result["opencv_fps"] if result["opencv_fps"] else None
     return result
+
+
+def _realtime_pipeline(options: BenchOptions, scale: int, weights: str, weights_label: str,
+                       clip: Path) -> tuple[Pipeline, Any]:
+    """What ``vsr run --realtime`` would choose on the case's clip, from ``--model`` and vsr run's preset.
+
+    The model may change only with shipped weights, the precision only when ``--precision`` is auto.
+    """
+    from .realtime import choose_realtime
+
+    shipped = weights_label == "shipped"
+    start = options.pipeline_config(scale, None if shipped else weights)  # type: ignore[arg-type]
+    preset = options.run_preset if options.run_preset is not None else start.encoder.preset
+    start = dataclasses.replace(start, encoder=dataclasses.replace(start.encoder, preset=preset))
+    explicit = ({"model.weights"} if not shipped else set()) | ({"precision"} if options.precision != "auto" else set())
+    choice = choose_realtime(clip, start, frozenset(explicit))
+    assert choice.pipeline is not None
+    return choice.pipeline, choice
+
+
+def _clip_rate(clip: Path) -> float | None:
+    with VideoReader(clip) as reader:
+        return reader.info.fps
+
+
+def _run_default(options: BenchOptions, samples: dict[str, list[float]], decode: float, infer: float, cuda: bool,
+                 source_fps: float | None) -> dict[str, Any] | None:
+    """``vsr run``'s encoder preset (medium), timed in the same rounds: its encode stage and whole pipeline."""
+    if not samples["pipeline_fps"]:
+        return None
+    enc, pipe = _median(samples["encode_fps"]), _median(samples["pipeline_fps"])
+    bound = bound_fps(decode, infer, enc, cuda=cuda)
+    return {"preset": options.run_preset, "encode_fps": enc, "pipeline_fps": pipe, "bound_fps": bound,
+            "efficiency": pipe / bound, "realtime_factor": pipe / source_fps if source_fps else None,
+            "samples": samples}
 
 
 def run_bench(options: BenchOptions, say: Callable[[str], None] = lambda s: None) -> dict[str, Any]:
@@ -554,25 +595,36 @@ def _fmt(value: Any, spec: str = ".1f") -> str:
 
 def format_table(result: dict[str, Any]) -> str:
     """The terminal table: one row per case."""
-    head = ("case", "out", "decode", "infer", "encode", "seq", "pipe", "bound", "eff", "GFLOP/s", "matmul",
-            "opencv", "bicubic", "dB vs fp32")
+    o = result["options"]
+    run = f"@{o.get('run_preset')}"
+    head = ("case", "out", "decode", "infer", "encode", "seq", "pipe", "bound", "eff", f"encode{run}",
+            f"pipe{run}", f"eff{run}", "GFLOP/s", "matmul", "opencv", "bicubic", "dB vs fp32")
     rows = [head]
     for c in result["cases"]:
+        rd = c.get("run_default") or {}
         rows.append((
             c["case"], "x".join(map(str, c["output_size"])), _fmt(c["decode_fps"]), _fmt(c["infer_fps"]),
             _fmt(c["encode_fps"]), _fmt(c["sequential_fps"]), _fmt(c["pipeline_fps"]), _fmt(c["bound_fps"]),
-            _fmt(c["efficiency"], ".2f"), _fmt(c["infer_gflops"], ".0f"), _fmt(c["matmul_gflops"], ".0f"),
+            _fmt(c["efficiency"], ".2f"), _fmt(rd.get("encode_fps")), _fmt(rd.get("pipeline_fps")),
+            _fmt(rd.get("efficiency"), ".2f"), _fmt(c["infer_gflops"], ".0f"), _fmt(c["matmul_gflops"], ".0f"),
             _fmt(c["opencv_fps"]), _fmt(c["bicubic_fps"]), _fmt(c["accuracy"]["psnr_vs_fp32_db"], ".1f") if c["accuracy"]["max_abs_diff"] else "same",
         ))
     widths = [max(len(r[k]) for r in rows) for k in range(len(head))]
     lines = ["  ".join(v.rjust(widths[k]) if k else v.ljust(widths[k]) for k, v in enumerate(r)) for r in rows]
     m = result["machine"]
     first = result["cases"][0] if result["cases"] else {}
-    o = result["options"]
     lines.append(f"fps = frames per second (medians of {o['repeats']} rounds of {first.get('frames', '?')} frames); "
                  f"{first.get('model', '')} {first.get('device', '')} {first.get('precision', '')} "
-                 f"({first.get('engine', '')}), encoder {o['codec']} preset {o['preset']} crf {o['crf']}")
+                 f"({first.get('engine', '')}), encoder {o['codec']} preset {first.get('encoder_preset')} crf "
+                 f"{o['crf']}; {run}: the same with preset {o.get('run_preset')}, what vsr run uses by default")
+    for c in result["cases"]:
+        if c.get("realtime"):
+            r = c["realtime"]
+            lines.append(f"{c['case']}: --realtime chose {r['model']} {r['precision']} preset {r['preset']} "
+                         f"({r['predicted_fps']:.1f} fps predicted for a {r['source_fps']:.2f} fps source)")
     lines.append(f"machine: {m['cpu']}, {m['usable_cores']} cores [{' '.join(m['cpu_flags'])}], torch {m['torch']} "
-                 f"({m['torch_threads']} threads), GPU {m['gpu'] or 'none'}; load average "
+                 f"({m['torch_threads']} threads)"
+                 + (f", oneDNN capped to {m['onednn_max_cpu_isa']}" if m.get("onednn_max_cpu_isa") else "")
+                 + f", GPU {m['gpu'] or 'none'}; load average "
                  f"{result['load_average_1m']['start']:.1f} -> {result['load_average_1m']['end']:.1f}")
     return "\n".join(lines)

@@ -23,7 +23,9 @@ __all__ = [
     "OutputConfig",
     "PipelineConfig",
     "config_from_dict",
+    "explicit_keys",
     "load_config",
+    "load_config_and_keys",
 ]
 
 Device = str  # "auto", "cpu", "cuda" or "cuda:N"
@@ -99,6 +101,7 @@ class PipelineConfig:
     progress: Literal["auto", "always", "never"] = "auto"
     resume_segment: int = 10  # seconds of video per segment of a resumable run (vsr run --resume)
     executor: ExecutorConfig = field(default_factory=ExecutorConfig)
+    speed: Literal["quality", "realtime"] = "quality"  # realtime: vsr.realtime picks what keeps up
 
     def __post_init__(self) -> None:
         if not _DEVICE_RE.match(self.device):
@@ -180,8 +183,28 @@ def config_from_dict(data: Mapping[str, Any]) -> PipelineConfig:
     return _build(PipelineConfig, data or {}, "")
 
 
+def explicit_keys(data: Mapping[str, Any], prefix: str = "") -> frozenset[str]:
+    """The dotted keys a nested mapping sets (``{"encoder": {"crf": 20}}`` → ``{"encoder.crf"}``).
+
+    What the user wrote, as opposed to a default: ``speed: realtime`` changes only keys outside this set.
+    """
+    keys: set[str] = set()
+    for name, value in (data or {}).items():
+        if isinstance(value, Mapping):
+            keys |= explicit_keys(value, f"{prefix}{name}.")
+        else:
+            keys.add(f"{prefix}{name}")
+    return frozenset(keys)
+
+
 def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | None = None) -> PipelineConfig:
     """Read a YAML file (``None``: the built-in defaults) and apply dotted-key overrides."""
+    return load_config_and_keys(path, overrides)[0]
+
+
+def load_config_and_keys(path: str | Path | None = None,
+                         overrides: Mapping[str, Any] | None = None) -> tuple[PipelineConfig, frozenset[str]]:
+    """:func:`load_config`, and the dotted keys the file or the (non-None) overrides set explicitly."""
     import yaml
 
     data: Any = {}
@@ -205,4 +228,6 @@ def load_config(path: str | Path | None = None, overrides: Mapping[str, Any] | N
             raise ConfigError(f"{p.name}: {exc}") from None
     else:
         config = PipelineConfig()
-    return config.replace(overrides or {})
+    overrides = overrides or {}
+    keys = explicit_keys(data or {}) | {k for k, v in overrides.items() if v is not None}
+    return config.replace(overrides), keys

@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 from ..bench import DEFAULT_CASES, BenchCase, BenchOptions, format_table, run_bench
+from ..config import PipelineConfig
 from ..errors import ConfigError
 from ..media import check_input_path
 
@@ -31,9 +32,15 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--codec", default="libx264", metavar="NAME", help="video encoder (default: libx264)")
     p.add_argument("--preset", default="ultrafast", metavar="NAME",
                    help="encoder preset (default: ultrafast, a real-time setting; vsr run defaults to medium)")
+    p.add_argument("--run-preset", default=PipelineConfig().encoder.preset, metavar="NAME",
+                   help="also time the encode stage and pipeline with this preset: vsr run's default "
+                        f"({PipelineConfig().encoder.preset}) unless given; 'none': do not")
     p.add_argument("--crf", type=int, default=18, metavar="N", help="encoder quality (default: 18)")
     p.add_argument("--engine", choices=("fused", "module"), default="fused",
                    help="CPU engine: fused oneDNN path (default) or the plain PyTorch module, for comparison")
+    p.add_argument("--realtime", action="store_true",
+                   help="benchmark what vsr run --realtime chooses on each case's clip (model, precision, preset), "
+                        "starting from --model and vsr run's preset")
     p.add_argument("--no-peers", action="store_true", help="skip the OpenCV dnn_superres and bicubic peers")
     p.add_argument("--json", metavar="FILE", help="write the full results as JSON")
     p.add_argument("-q", "--quiet", action="store_true", help="no progress lines")
@@ -63,7 +70,8 @@ def main(args: argparse.Namespace) -> int:
         cases=cases_from_args(args), model=args.model, weights=args.weights, device=args.device,
         precision=args.precision, frames=args.frames, repeats=args.repeats, batch=args.batch,
         threads=args.threads, codec=args.codec, preset=args.preset, crf=args.crf,
-        fused=args.engine == "fused", peers=not args.no_peers,
+        run_preset=None if str(args.run_preset).lower() == "none" else args.run_preset,
+        fused=args.engine == "fused", peers=not args.no_peers, realtime=args.realtime,
     )
 
     def say(line: str) -> None:

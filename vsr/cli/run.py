@@ -17,10 +17,11 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from ..config import PipelineConfig, load_config
+from ..config import PipelineConfig, load_config_and_keys
 from ..errors import ConfigError, MediaError, VsrError
 from ..media import VideoReader, check_input_path, resolve_container_format
 from ..pipeline import Pipeline, Progress, RunReport, default_output_path
+from ..realtime import pipeline_for, slow_stage_hint, with_choice
 from ._model_options import add_model_arguments, model_overrides
 
 log = logging.getLogger("vsr")
@@ -54,6 +55,11 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--preset", metavar="NAME", help="encoder speed preset")
     p.add_argument("--pix-fmt", metavar="FMT", help="output pixel format (default: the input's)")
     p.add_argument("--audio", choices=("copy", "reencode", "drop"), help="audio policy")
+    p.add_argument("--realtime", action="store_const", const="realtime", dest="speed",
+                   help="measure the first frames, then choose the model, precision and encoder preset that keep "
+                        "up with the source here (only those not set by a flag or in --config); = --speed realtime")
+    p.add_argument("--speed", choices=("quality", "realtime"),
+                   help="quality: the settings as they are (the default); realtime: as --realtime")
     p.add_argument("-y", "--overwrite", action="store_true", default=None, help="replace an existing output")
     p.add_argument("--report", metavar="FILE",
                    help="write a JSON report of the run (fps, stages, latency, what was carried or dropped per stream; "
@@ -84,6 +90,7 @@ def _overrides(args: argparse.Namespace) -> dict[str, object]:
         "progress": "never" if args.quiet else None,
         "executor.kind": args.executor,
         "executor.address": args.ray_address,
+        "speed": args.speed,
     }
 
 
@@ -129,7 +136,7 @@ def _default_output(src: str | Path, config: PipelineConfig, muxer: str | None, 
 
 
 def main(args: argparse.Namespace) -> int:
-    config = load_config(args.config, _overrides(args))
+    config, explicit = load_config_and_keys(args.config, _overrides(args))  # explicit: what speed: realtime keeps
     if args.report and Path(args.report).is_dir():
         raise ConfigError(f"--report {args.report}: is a directory; give a file name")
     muxer = resolve_container_format(args.format, args.output or "")
@@ -138,11 +145,11 @@ def main(args: argparse.Namespace) -> int:
 
         return run_cluster(args, config, muxer)
     if len(args.inputs) == 1 and not (args.inputs[0] != "-" and Path(args.inputs[0]).is_dir()):
-        return _run_one(args, config, muxer)
-    return _run_batch(args, config, muxer)
+        return _run_one(args, config, explicit, muxer)
+    return _run_batch(args, config, explicit, muxer)
 
 
-def _run_one(args: argparse.Namespace, config: PipelineConfig, muxer: str | None) -> int:
+def _run_one(args: argparse.Namespace, config: PipelineConfig, explicit: frozenset[str], muxer: str | None) -> int:
     src = args.inputs[0]
     if src != "-":
         VideoReader(src).close()  # input errors first: they are more basic than model errors
@@ -156,13 +163,22 @@ def _run_one(args: argparse.Namespace, config: PipelineConfig, muxer: str | None
         raise ConfigError("-o - writes video to standard output, which is a terminal here: "
                           "pipe it on (| ffmpeg -i - out.mp4) or give -o FILE")
     output = args.output if args.output is not None else _default_output(src, config, muxer, None)
-    pipeline = Pipeline(config)
-    report = _run_file(pipeline, config, src, output, args.format, args.resume)
+    pipeline, choice = pipeline_for(src, config, explicit)
+    if choice is not None and config.progress != "never":
+        print(f"vsr: {choice.line()}", file=sys.stderr)
+    report = with_choice(_run_file(pipeline, pipeline.config, src, output, args.format, args.resume), choice)
     if args.report:
         Path(args.report).write_text(json.dumps(report.to_dict(), indent=2) + "\n", encoding="utf-8")
     if config.progress != "never":
         print(f"vsr: {summary(report)}", file=sys.stderr)
+        _print_hint(report, pipeline.config)
     return 0
+
+
+def _print_hint(report: RunReport, config: PipelineConfig, where: str = "") -> None:
+    hint = slow_stage_hint(report, config)
+    if hint:
+        print(f"vsr: {where}{hint}", file=sys.stderr)
 
 
 def _run_file(pipeline: Pipeline, config: PipelineConfig, src: str | Path, dst: str | Path,
@@ -229,7 +245,8 @@ def _expand(inputs: list[str], config: PipelineConfig, muxer: str | None) -> tup
     return items, failed
 
 
-def _run_batch(args: argparse.Namespace, config: PipelineConfig, muxer: str | None) -> int:
+def _run_batch(args: argparse.Namespace, config: PipelineConfig, explicit: frozenset[str],
+               muxer: str | None) -> int:
     if args.output == "-":
         raise ConfigError("-o - (standard output) takes one input; with several, -o names a folder")
     folder = Path(args.output) if args.output is not None else None
@@ -253,14 +270,22 @@ def _run_batch(args: argparse.Namespace, config: PipelineConfig, muxer: str | No
             raise ConfigError(f"-o {folder}: cannot create this folder ({exc.strerror or exc})") from None
     quiet = config.progress == "never"
     t0 = time.perf_counter()
-    pipeline = Pipeline(config)
+    realtime = config.speed == "realtime"  # then a pipeline per file, chosen on its first frames
+    pipeline = None if realtime else Pipeline(config)
     t_loaded = time.perf_counter()
     total = len(items) + len(failed)
     for n, item in enumerate(items, 1):
         where = f"[{n}/{len(items)}]"
         if item.error is None:
             try:
-                item.report = _run_file(pipeline, config, item.src, item.dst, args.format, args.resume)
+                if realtime:
+                    pipeline, choice = pipeline_for(item.src, config, explicit)
+                    if choice is not None and not quiet:
+                        print(f"vsr: {where} {item.src}: {choice.line()}", file=sys.stderr)
+                else:
+                    choice = None
+                item.report = with_choice(_run_file(pipeline, pipeline.config, item.src, item.dst, args.format,
+                                                    args.resume), choice)
             except VsrError as exc:
                 item.error = str(exc)
             except Exception as exc:  # a bug, but one file's: the batch goes on
@@ -270,6 +295,8 @@ def _run_batch(args: argparse.Namespace, config: PipelineConfig, muxer: str | No
                 item.error = f"{item.src}: internal error: {type(exc).__name__}: {first}"
         if item.report is not None and not quiet:
             print(f"vsr: {where} {item.src}: {summary(item.report)}", file=sys.stderr)
+            assert pipeline is not None
+            _print_hint(item.report, pipeline.config, f"{where} {item.src}: ")
         elif item.error is not None:
             print(f"vsr: {where} failed: {item.error}", file=sys.stderr)
     for item in failed:

@@ -10,9 +10,9 @@ prepacked oneDNN convolutions with fused activations, bf16 or fp32), ``_int8`` (
 convolutions for 8-bit planes, the scheme of :mod:`vsr.quantize`).
 """
 
-from ._devices import (cpu_has_int8_dot, cpu_has_native_bf16, exact_levels, resolve_device, resolve_precision,
+from ._devices import (cpu_has_int8_dot, cpu_has_native_bf16, exact_levels, precision_candidates, resolve_device, resolve_precision,
                        strict_fp32, tf32_flags, use_int8)
 from ._luma import LumaUpscaler, int8_model, upscaler_from_config
 
 __all__ = ["LumaUpscaler", "int8_model", "upscaler_from_config", "cpu_has_int8_dot", "cpu_has_native_bf16",
-           "exact_levels", "resolve_device", "resolve_precision", "strict_fp32", "tf32_flags", "use_int8"]
+           "exact_levels", "precision_candidates", "resolve_device", "resolve_precision", "strict_fp32", "tf32_flags", "use_int8"]

@@ -8,7 +8,7 @@ import torch
 
 from ..errors import DeviceError
 
-__all__ = ["cpu_has_int8_dot", "cpu_has_native_bf16", "exact_levels", "resolve_device", "resolve_precision",
+__all__ = ["cpu_has_int8_dot", "cpu_has_native_bf16", "exact_levels", "precision_candidates", "resolve_device", "resolve_precision",
            "strict_fp32", "tf32_flags", "use_int8"]
 
 #: CPU flags (``/proc/cpuinfo``) of integer dot-product instructions the int8 engine runs on.
@@ -123,3 +123,24 @@ def tf32_flags() -> dict[str, str]:
                 "cuda_matmul": torch.backends.cuda.matmul.fp32_precision}
     return {"cudnn_conv": "tf32" if torch.backends.cudnn.allow_tf32 else "ieee",  # pragma: no cover
             "cuda_matmul": "tf32" if torch.backends.cuda.matmul.allow_tf32 else "ieee"}
+
+
+def precision_candidates(device: torch.device, *, model: str = "espcn", scale: int = 3,
+                         weights: str | None = None) -> tuple[str, ...]:
+    """The precisions worth running ``model`` at on ``device``, most accurate first.
+
+    What ``vsr run --realtime`` (:mod:`vsr.realtime`) may trade for speed, from ``auto``'s choice on:
+    CUDA fp32, fp16; CPUs with native bf16 fp32, bf16; other CPUs fp32 only (bf16 in software is
+    slower than fp32 there); then int8 where ``auto`` would take it for ``model`` x ``scale``
+    (``weights``: None, the shipped files).
+    """
+    if device.type == "cuda":
+        return ("fp32", "fp16")
+    floats = ("fp32", "bf16") if cpu_has_native_bf16() else ("fp32",)
+    from ._luma import int8_model  # int8 where ``auto`` takes it: the instructions, and a file within 0.05 dB
+
+    try:
+        int8 = int8_model("auto", device, model, scale, weights) is not None
+    except Exception:  # noqa: BLE001 - a file that does not load is not a candidate; the run says why if chosen
+        int8 = False
+    return (*floats, "int8") if int8 else floats

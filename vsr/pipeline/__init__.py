@@ -20,7 +20,8 @@ instead: see :class:`LatestSlot` and :class:`LatestFrameStages`.
 
 Private modules: ``_pipeline`` (:class:`Pipeline`), ``_runners`` (CPU workers, CUDA
 streams), ``_flow`` (queues and stop flag), ``_latest`` (live), ``_overlap``
-(:func:`overlapped_map`), ``_reports``; this package re-exports their public surface.
+(:func:`overlapped_map`), ``_probe`` (stages timed apart, for the bench and ``speed: realtime``),
+``_reports``; this package re-exports their public surface.
 """
 
 from __future__ import annotations
@@ -28,6 +29,7 @@ from __future__ import annotations
 from ._latest import LatestFrameStages, LatestSlot, SlotClosed
 from ._overlap import overlapped_map
 from ._pipeline import Pipeline, default_output_path
+from ._probe import bound_fps, measure_encode, measure_infer
 from ._reports import Progress, RunReport, StageReport
 
 __all__ = [
@@ -38,6 +40,9 @@ __all__ = [
     "RunReport",
     "SlotClosed",
     "StageReport",
+    "bound_fps",
     "default_output_path",
+    "measure_encode",
+    "measure_infer",
     "overlapped_map",
 ]

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ..config import PipelineConfig
-from ..engine import upscaler_from_config
+from ..engine import LumaUpscaler, upscaler_from_config
 from ..errors import PipelineError, UnsupportedMediaError, VsrError
 from ..media import VideoReader, VideoWriter, frame_planes, new_frame, resize_plane
 from ..media._hwcodec import choose_encoder
@@ -34,9 +34,10 @@ def default_output_path(src: str | Path, config: PipelineConfig) -> Path:
 class Pipeline:
     """Loads the model once; :meth:`run` upscales one video file (call it for each file)."""
 
-    def __init__(self, config: PipelineConfig | None = None) -> None:
+    def __init__(self, config: PipelineConfig | None = None, *, upscaler: LumaUpscaler | None = None) -> None:
+        """``upscaler``: one already loaded for ``config``'s model, device and precision (default: load it)."""
         self.config = config = config or PipelineConfig()
-        self.upscaler = upscaler_from_config(config)
+        self.upscaler = upscaler if upscaler is not None else upscaler_from_config(config)
         self.device, self.dtype = self.upscaler.device, self.upscaler.dtype
         self.cpu_workers, self.cpu_worker_threads = _cpu_worker_split(config.threads or torch.get_num_threads())
         self.scale = config.model.scale

@@ -45,6 +45,7 @@ class RunReport:
     notes: tuple[str, ...] = ()
     # Per item besides the picture (streams, chapters, timecode, tags): item, kind, action, reason, stream.
     streams: tuple[dict[str, Any], ...] = ()
+    realtime: dict[str, Any] | None = None  # speed: realtime: what was measured and chosen (vsr.realtime)
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
