@@ -58,8 +58,10 @@ def test_ladders_start_from_the_configuration(three_precisions: None) -> None:
     lad = rt.ladders(PipelineConfig(), frozenset())
     assert lad.models == ("espcn", "espcn-fast")
     assert lad.presets == ("medium", "faster", "veryfast", "ultrafast")
-    assert lad.precisions == {"espcn": ("bf16", "int8"), "espcn-fast": ("bf16", "int8")}  # never more exact than auto
+    assert lad.precisions == {"espcn": ("int8",), "espcn-fast": ("int8",)}  # auto takes int8 where it is offered
     assert lad.kept == ()
+    bf16 = rt.ladders(PipelineConfig().replace({"precision": "bf16"}), frozenset())
+    assert bf16.precisions["espcn"] == ("bf16", "int8")  # never more exact than the configured precision
     fast = PipelineConfig().replace({"model.name": "espcn-fast", "encoder.preset": "veryfast", "precision": "fp32"})
     lad = rt.ladders(fast, frozenset())
     assert lad.models == ("espcn-fast",) and lad.presets == ("veryfast", "ultrafast")
@@ -93,7 +95,7 @@ def test_yaml_keys_count_as_explicit(tmp_path: Path, three_precisions: None) -> 
     assert keys == {"speed", "model.name", "encoder.crf", "encoder.preset"}  # None overrides were not set
     lad = rt.ladders(cfg, keys)
     assert lad.models == ("espcn",) and lad.presets == ("fast",)
-    assert lad.precisions == {"espcn": ("bf16", "int8")}  # precision was not in the file: it may vary
+    assert lad.precisions == {"espcn": ("int8",)}  # precision was not in the file: auto's choice, int8 here
 
 
 def choose(infer: dict[tuple[str, str], float], **kw) -> tuple[rt.Choice, FakeSpeeds]:

@@ -71,7 +71,9 @@ class Ladders:
     kept: tuple[str, ...] = ()  # keys left alone because the user set them
 
 
-def _faster_presets(codec: str, preset: str | None) -> tuple[str | None, ...]:
+def _faster_presets(codec: str, preset: str | None, device: str = "cpu") -> tuple[str | None, ...]:
+    if codec == "auto" and not device.startswith("cuda"):
+        codec = "libx264"  # what auto encodes with off CUDA (on CUDA it may be NVENC, whose presets differ)
     if codec not in _PRESET_CODECS:
         return (preset,)
     current = preset or _PRESET_CODECS[codec]
@@ -95,14 +97,18 @@ def ladders(config: PipelineConfig, explicit: frozenset[str] | set[str]) -> Ladd
         models = tuple(n for n in after if n in list_models() and (n == m.name or shipped_weights(n, m.scale)))
     precisions: dict[str, tuple[str, ...]] = {}
     for name in models:
-        chosen = _DTYPE_NAMES[resolve_precision(config.precision, device)]
+        offered = precision_candidates(device, model=name, scale=m.scale, weights=m.weights)
+        spec = config.precision
+        if spec == "int8" or (spec == "auto" and "int8" in offered):  # int8 is offered where auto takes it
+            chosen = "int8"
+        else:
+            chosen = _DTYPE_NAMES[resolve_precision(spec, device)]
         if "precision" in explicit:
             precisions[name] = (chosen,)
             continue
-        offered = precision_candidates(device, model=name, scale=m.scale, weights=m.weights)
         precisions[name] = offered[offered.index(chosen):] if chosen in offered else (chosen,)
     enc = config.encoder
-    presets = (enc.preset,) if "encoder.preset" in explicit else _faster_presets(enc.codec, enc.preset)
+    presets = (enc.preset,) if "encoder.preset" in explicit else _faster_presets(enc.codec, enc.preset, device.type)
     return Ladders(models, precisions, presets, tuple(kept))
 
 
@@ -353,10 +359,10 @@ def slow_stage_hint(report: RunReport, config: PipelineConfig) -> str | None:
     realtime = config.speed == "realtime"
     helps: list[str] = []
     if name == "encode":
-        faster = _faster_presets(config.encoder.codec, config.encoder.preset)[1:]
+        faster = _faster_presets(config.encoder.codec, config.encoder.preset, report.device)[1:]
         if faster:
             helps.append(f"--preset {faster[-2] if len(faster) > 1 else faster[0]}")
-        elif config.encoder.codec not in _PRESET_CODECS:
+        elif config.encoder.codec not in (*_PRESET_CODECS, "auto"):
             helps.append("--codec libx264 --preset veryfast")
     elif name == "infer":
         at = MODEL_LADDER.index(report.model) if report.model in MODEL_LADDER else len(MODEL_LADDER) - 1
