@@ -54,3 +54,14 @@ def random_weights(tmp_path_factory: pytest.TempPathFactory):
         return cache[model, scale]
 
     return make
+
+
+@pytest.fixture(scope="session")
+def engine_checks():
+    """tools/engine_checks.py as a module: the real-clip measurement that quality tests share with the tool."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("engine_checks", REPO / "tools" / "engine_checks.py")
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import struct
 from pathlib import Path
@@ -22,7 +21,6 @@ from vsr.evaluate import engine_upscaler, evaluate
 from vsr.models import create_model, shipped_weights
 from vsr.quantize import QuantESPCN, calibrate, file_sha256, load_int8, save_int8, shipped_int8
 
-REPO = Path(__file__).resolve().parents[1]
 SHIPPED = [(m, s) for m in ("espcn", "espcn-fast") for s in (2, 3, 4) if shipped_int8(m, s) is not None]
 VNNI = {"avx512f", "avx512_bf16", "avx512_vnni"}  # a Zen 4's flags, as far as vsr looks
 needs_int8 = pytest.mark.skipif(not _devices.cpu_has_int8_dot(), reason="this CPU has no VNNI/AMX-INT8")
@@ -203,14 +201,6 @@ def test_int8_within_0_05_db_of_fp32_on_set5(shared_data: Path, model: str, scal
     int8 = evaluate(engine_upscaler(LumaUpscaler(q, int8=True)), shared_data / "benchmark" / "Set5", scale).psnr
     fp32 = evaluate(create_model(model, scale=scale), shared_data / "benchmark" / "Set5", scale).psnr
     assert int8 > fp32 - 0.05, f"int8 {int8:.3f} dB, fp32 {fp32:.3f} dB"
-
-
-@pytest.fixture(scope="module")
-def engine_checks():
-    spec = importlib.util.spec_from_file_location("engine_checks", REPO / "tools" / "engine_checks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @needs_int8

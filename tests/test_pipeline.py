@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import importlib.util
 from fractions import Fraction
 from pathlib import Path
 
@@ -15,7 +14,6 @@ from vsr.errors import OutputExistsError
 from vsr.models import shipped_weights
 from vsr.pipeline import Pipeline
 
-REPO = Path(__file__).resolve().parents[1]
 
 
 def pipeline(weights: Path | None, scale: int, model: str = "espcn-fast", **overrides: object) -> Pipeline:
@@ -114,15 +112,6 @@ def test_existing_output_is_never_clobbered(tmp_path: Path, random_weights) -> N
     p.run(src, dst, overwrite=True)
     assert probe(dst)["frames"] == 3
     assert sorted(x.name for x in tmp_path.iterdir()) == ["in.mp4", "out.mp4"]  # no temp file left
-
-
-@pytest.fixture(scope="module")
-def engine_checks():
-    """tools/engine_checks.py, whose real-clip measurement this test shares."""
-    spec = importlib.util.spec_from_file_location("engine_checks", REPO / "tools" / "engine_checks.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 @pytest.mark.parametrize("model", ["espcn-fast", "espcn"])
