@@ -17,6 +17,7 @@ import torch
 
 import vsr
 from vsr.cli import main as vsr_main
+from vsr.errors import OutputExistsError
 from vsr.models import create_model, shipped_weights
 
 onnx = pytest.importorskip("onnx")
@@ -144,3 +145,19 @@ def test_ffmpeg_dnn_processing_runs_the_file(tmp_path: Path, random_weights) -> 
     assert r.returncode == 0, r.stderr
     with av.open(str(out)) as c:
         assert (c.streams.video[0].codec_context.width, c.streams.video[0].codec_context.height) == (128, 96)
+
+
+def test_a_destination_that_appears_mid_export_is_kept(tmp_path: Path) -> None:
+    """The exporters publish like the video writer: no clobber of a file made after the start check."""
+    from vsr.export._files import replacing
+
+    dest = tmp_path / "m.glsl"
+    with pytest.raises(OutputExistsError, match="appeared while vsr was exporting"):
+        with replacing(dest, overwrite=False) as tmp:
+            tmp.write_text("ours")
+            dest.write_text("theirs")
+    assert dest.read_text() == "theirs"
+    assert [p.name for p in tmp_path.iterdir()] == ["m.glsl"]
+    with replacing(dest, overwrite=True) as tmp:
+        tmp.write_text("ours")
+    assert dest.read_text() == "ours" and [p.name for p in tmp_path.iterdir()] == ["m.glsl"]

@@ -12,6 +12,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
+from .._atomic import move_into_place
 from ..errors import EncodeError, OutputExistsError, VsrError
 
 __all__ = ["checked_destination", "replacing"]
@@ -30,12 +31,17 @@ def checked_destination(path: str | os.PathLike[str], *, overwrite: bool, exampl
 
 
 @contextmanager
-def replacing(dest: Path) -> Iterator[Path]:
-    """Yield a hidden temporary path beside ``dest``; moved onto ``dest`` only if the block succeeds."""
+def replacing(dest: Path, *, overwrite: bool) -> Iterator[Path]:
+    """Yield a hidden temporary path beside ``dest``; moved onto ``dest`` only if the block succeeds.
+
+    Without ``overwrite`` a file that appeared at ``dest`` during the export is kept (the
+    video writer's rule, :func:`vsr._atomic.move_into_place`).
+    """
     tmp = dest.with_name(f".{dest.name}.vsr-{uuid.uuid4().hex[:8]}")
     try:
         yield tmp
-        os.replace(tmp, dest)
+        if not move_into_place(tmp, dest, overwrite=overwrite):
+            raise OutputExistsError(f"{dest} appeared while vsr was exporting; nothing replaced")
     except VsrError:  # already one line (several subclass OSError)
         raise
     except OSError as exc:

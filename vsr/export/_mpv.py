@@ -356,6 +356,6 @@ def export_mpv(
             "video; chroma is left to mpv's scalers).\n"
             f"// Cost: {cost}.\n"
             "// Input: the luma plane as mpv hands it to LUMA hooks, in [0, 1]; float textures (rgba16f) needed.\n\n")
-    with replacing(dest) as tmp:
+    with replacing(dest, overwrite=overwrite) as tmp:
         tmp.write_text(head + body, encoding="ascii")
     return dest

@@ -56,7 +56,7 @@ def export_onnx(
         raise ConfigError(f"opset must be an integer from 11 to 21, got {opset!r}")
     dest = checked_destination(path, overwrite=overwrite, example=f"espcn_x{scale}.onnx")
     network = create_model(model, scale=scale, weights=os.fspath(weights) if weights is not None else "shipped")
-    with replacing(dest) as tmp:
+    with replacing(dest, overwrite=overwrite) as tmp:
         _write(network, tmp, opset)
         proto = onnx.load(str(tmp))  # type: ignore[attr-defined]
         onnx.checker.check_model(proto)  # type: ignore[attr-defined]

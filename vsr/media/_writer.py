@@ -16,6 +16,7 @@ from pathlib import Path
 import av
 
 from .. import _filelock
+from .._atomic import move_into_place
 from ..config import EncoderConfig
 from ..errors import ConfigError, EncodeError, OutputExistsError, UnsupportedMediaError
 from . import _hwcodec
@@ -468,26 +469,11 @@ class VideoWriter:
                 self._unlock_tmp()
 
     def _move_into_place(self, tmp: Path, dest: Path) -> None:
-        """Rename the finished file to ``dest``; without ``overwrite``, never over a file that appeared meanwhile.
-
-        A hard link is the atomic "create unless it exists" for a whole file: a destination
-        made by another program (or another vsr run) after our start check is not replaced.
-        """
-        if self.overwrite:
-            os.replace(tmp, dest)
-            return
-        try:
-            os.link(tmp, dest)
-        except FileExistsError:
-            self._remove_tmp()
-            raise OutputExistsError(f"{self.path} appeared while vsr was writing; nothing replaced") from None
-        except OSError:  # a file system without hard links: check, then rename
-            if dest.exists():
-                self._remove_tmp()
-                raise OutputExistsError(f"{self.path} appeared while vsr was writing; nothing replaced") from None
-            os.replace(tmp, dest)
-        else:
-            self._remove_tmp()
+        """Rename the finished file to ``dest`` (:func:`vsr._atomic.move_into_place`: no clobber without ``overwrite``)."""
+        placed = move_into_place(tmp, dest, overwrite=self.overwrite)
+        self._remove_tmp()  # the hard link's other name, or nothing after a rename
+        if not placed:
+            raise OutputExistsError(f"{self.path} appeared while vsr was writing; nothing replaced")
 
     def abort(self) -> None:
         """Stop writing and remove the temporary file; the destination stays as it was."""
