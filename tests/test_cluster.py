@@ -8,9 +8,11 @@ one-second segments at keyframes, so that every file spans several workers.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 
 os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")  # before ray is imported, anywhere
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # and no usage report leaves the machine
 
 import re
 import shutil
@@ -156,6 +158,47 @@ def test_same_output_as_a_local_run(ray_cluster, clips, tmp_path: Path, random_w
         assert_same(tmp_path / f"{src.stem}.local.mkv", remote)
     assert sum(n["segments"] for n in result.nodes.values()) == sum(f.segments for f in result.files)
     assert leftovers(tmp_path) == [] and wait_no_actors() == []
+
+
+def test_progress_counts_every_frame_once(ray_cluster, clips, tmp_path: Path, random_weights) -> None:
+    """The job's bar: frames never go back, end at the total of every segment, and the count includes
+    segments in flight (each worker says how far it is; no tally actor)."""
+    cfg = config(random_weights("espcn-fast", 2))
+    seen: list[tuple[int, int]] = []
+    result = vsr_cluster.run([(clips["long"], tmp_path / "long.mkv"), (clips["vfr"], tmp_path / "vfr.mkv")], cfg,
+                             progress=lambda p: seen.append((p.frames, p.total)))
+    assert not result.failed and seen
+    frames = [f for f, _ in seen]
+    assert frames == sorted(frames) and frames[-1] == seen[-1][1] == 144 + 80
+    assert {t for _, t in seen} == {144 + 80}
+
+
+def test_a_worker_says_how_far_its_segment_is(ray_cluster, clips, tmp_path: Path, random_weights) -> None:
+    """What the driver's progress polls read: (segment key, frames done) while encoding, (None, 0) after."""
+    import threading
+
+    from vsr.cluster._worker import SegmentWorker
+    from vsr.resume import plan_segments
+
+    cfg = config(random_weights("espcn-fast", 2), **{"executor.segment_seconds": 100})
+    [segment] = plan_segments(clips["long"], 100)
+    worker = SegmentWorker(dataclasses.asdict(cfg))
+    task = {"key": "k:0", "src": str(clips["long"]), "segment": segment.to_dict(), "out": str(tmp_path / "s.mkv"),
+            "suffix": ".mkv"}
+    assert worker.progress() == (None, 0)
+    out: dict[str, Any] = {}
+    run = threading.Thread(target=lambda: out.update(worker.encode(task)))
+    run.start()
+    polled = []
+    while run.is_alive():
+        polled.append(worker.progress())
+        time.sleep(0.001)
+    run.join()
+    assert out["frames"] == segment.frames == 144 and worker.progress() == (None, 0)
+    during = [n for key, n in polled if key is not None]
+    assert all(key in (None, "k:0") for key, _ in polled) and during == sorted(during)
+    assert during and 0 <= during[0] and during[-1] <= 144
+    worker.cleanup()
 
 
 # -- faults --------------------------------------------------------------------------------------
@@ -332,7 +375,7 @@ def test_s3_input_and_output(ray_cluster, s3_server, clips, tmp_path: Path, rand
 
 # -- checks before any work ----------------------------------------------------------------------
 def test_a_node_that_cannot_see_the_files_is_named(ray_cluster, clips, tmp_path: Path) -> None:
-    from vsr.cluster._worker import check_paths
+    from vsr.cluster._nodes import check_paths
 
     st = clips["bframes"].stat()
     same = {"path": str(clips["bframes"]), "size": st.st_size, "mtime_ns": st.st_mtime_ns}

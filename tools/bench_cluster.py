@@ -1,14 +1,18 @@
 """Overhead of ``vsr run --executor ray`` on one machine, and the measured parts of a scaling model.
 
-    python tools/bench_cluster.py [--clips DIR] [--segment-seconds 4] [--cpus-per-worker 2] [--json out.json]
+    python tools/bench_cluster.py [--clips DIR] [--rounds 3] [--segment-seconds 4] [--cpus-per-worker 2] [--json out.json]
 
-In one process, on the same batch of real clips, with the same settings:
+In one process, on the same batch of real clips, with the same settings, ``--rounds`` times
+(the order of the two runs alternating from round to round, since a shared machine's load drifts):
 
 1. local: one Pipeline (one model load) runs every clip in turn, as ``vsr run DIR -o OUT`` does;
 2. ray: a Ray started here on loopback, workers sized to the cores, ``vsr.cluster.run`` on the
    batch, Ray stopped again: the whole wall time of ``vsr run DIR -o OUT --executor ray``.
 
-Printed: both wall times and their ratio; the Ray start, worker start-up and stop; per segment
+After the rounds, once: the job alone on a Ray that is already running (started before, kept
+after), as with ``--ray-address`` to a ``ray start --head`` on this machine.
+
+Printed: per round both wall times and their ratio, and the median ratio; the Ray start, worker start-up and stop; per segment
 the median work (worker busy seconds), the driver's scheduling overhead (dispatch to result,
 less the worker's time) and the join time; the join's bandwidth (output MB per join second).
 docs/CLUSTER.md turns these into a throughput model against node count.
@@ -51,8 +55,8 @@ def main() -> int:
     ap.add_argument("--preset", default="veryfast")
     ap.add_argument("--segment-seconds", type=int, default=4)
     ap.add_argument("--cpus-per-worker", type=int, default=2)
-    ap.add_argument("--ray-first", action="store_true", help="run the Ray job before the local run "
-                    "(on a shared machine, alternate the order between runs: load drifts)")
+    ap.add_argument("--rounds", type=int, default=3, help="local and Ray runs each (default 3)")
+    ap.add_argument("--ray-first", action="store_true", help="begin with the Ray job (then alternate)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args()
     clips = sorted(p for p in args.clips.iterdir() if p.suffix in (".mp4", ".mkv"))
@@ -72,34 +76,56 @@ def main() -> int:
         pipeline = Pipeline(cfg)
         frames = 0
         for c in clips:
+            (out / "local" / c.name).unlink(missing_ok=True)
             frames += pipeline.run(c, out / "local" / c.name).frames
         local_s = time.perf_counter() - t0
         return local_s, frames
 
-    def run_ray() -> tuple[float, float, float, float, object]:
-        from vsr import cluster
-        from vsr.cluster._connect import connect
+    from vsr import cluster
+    from vsr.cluster._connect import connect
 
+    def run_ray(stop: bool = True) -> tuple[float, float, float, float, object, object]:
+        for c in clips:
+            (out / "ray" / c.name).unlink(missing_ok=True)
         t0 = time.perf_counter()
         conn = connect(None)
         t_up = time.perf_counter()
         result = cluster.run([(c, out / "ray" / c.name) for c in clips], cfg)
         t_run = time.perf_counter()
-        conn.close()
+        if stop:
+            conn.close()
         t_down = time.perf_counter()
-        return t0, t_up, t_run, t_down, result
+        bad = [f.error for f in result.files if f.report is None]
+        if bad:
+            raise SystemExit(f"failed: {bad}")
+        return t0, t_up, t_run, t_down, result, conn
 
-    if args.ray_first:
-        t0, t_up, t_run, t_down, result = run_ray()
-        local_s, frames = run_local()
-    else:
-        local_s, frames = run_local()
-        t0, t_up, t_run, t_down, result = run_ray()
-    ray_s = t_down - t0
-    bad = [f.error for f in result.files if f.report is None]
-    if bad:
-        print("failed:", bad, file=sys.stderr)
-        return 1
+    rounds = []
+    for r in range(args.rounds):
+        ray_first = args.ray_first == (r % 2 == 0)
+        if ray_first:
+            t0, t_up, t_run, t_down, result, _ = run_ray()
+            local_s, frames = run_local()
+        else:
+            local_s, frames = run_local()
+            t0, t_up, t_run, t_down, result, _ = run_ray()
+        rounds.append({"order": "ray, local" if ray_first else "local, ray", "local_s": local_s,
+                       "ray_s": t_down - t0, "ratio": (t_down - t0) / local_s, "ray_start_s": t_up - t0,
+                       "ray_job_s": t_run - t_up, "ray_stop_s": t_down - t_run,
+                       "load": os.getloadavg()[0]})
+        print(f"round {r + 1}: {rounds[-1]['order']}: local {local_s:.1f} s, ray {t_down - t0:.1f} s "
+              f"(start {t_up - t0:.1f}, job {t_run - t_up:.1f}, stop {t_down - t_run:.1f}) = "
+              f"{rounds[-1]['ratio']:.3f}x", flush=True)
+    # A Ray kept running between jobs: start it, run one job on it to start its processes, then time
+    # the job alone (the driver is connected already, as a second `vsr run --ray-address` would be after
+    # its 0.5 s connect).
+    *_, conn = run_ray(stop=False)
+    t_warm = time.perf_counter()
+    run_ray(stop=False)
+    warm_s = time.perf_counter() - t_warm
+    conn.close()
+    local_med = statistics.median(r["local_s"] for r in rounds)
+    ray_s = statistics.median(r["ray_s"] for r in rounds)
     segments = sum(f.segments for f in result.files)
     busy = [f.busy_s / max(1, f.segments) for f in result.files]  # per file: its mean segment
     join_s = sum(f.join_s for f in result.files)
@@ -113,13 +139,15 @@ def main() -> int:
         "frames": frames,
         "settings": {"model": args.model, "scale": args.scale, "preset": args.preset,
                      "segment_seconds": args.segment_seconds, "cpus_per_worker": args.cpus_per_worker},
-        "local_s": local_s,
-        "order": "ray, local" if args.ray_first else "local, ray",
+        "rounds": rounds,
+        "local_s": local_med,
         "ray_s": ray_s,
-        "ratio": ray_s / local_s,
-        "ray_start_s": t_up - t0,
-        "ray_job_s": t_run - t_up,
-        "ray_stop_s": t_down - t_run,
+        "ratio": statistics.median(r["ratio"] for r in rounds),  # median of the rounds' ratios
+        "ray_start_s": statistics.median(r["ray_start_s"] for r in rounds),
+        "ray_job_s": statistics.median(r["ray_job_s"] for r in rounds),
+        "ray_stop_s": statistics.median(r["ray_stop_s"] for r in rounds),
+        "ray_running_job_s": warm_s,
+        "ray_running_ratio": warm_s / local_med,
         "workers": result.workers,
         "segments": segments,
         "segment_work_s_median_of_files": statistics.median(busy),
@@ -131,6 +159,8 @@ def main() -> int:
         "first_file_s": first_work,
     }
     for k, v in figures.items():
+        if k == "rounds":
+            continue
         print(f"{k:32} {v:.3f}" if isinstance(v, float) else f"{k:32} {v}")
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")

@@ -93,6 +93,7 @@ def run(
             job.prepare()
         except BaseException:
             job.cancel()
+            job.close()
             raise
         job.run()
         elapsed = time.perf_counter() - t0

@@ -36,10 +36,14 @@ def import_ray(address: str | None = None) -> Any:
 
     For a Ray on this machine (``address`` None or on loopback) Ray is told, before it is
     imported, to keep to loopback: otherwise it swaps 127.0.0.1 for the machine's
-    external address. Ray reads that setting once, at import.
+    external address. Ray reads that setting once, at import. Ray's usage reports to its
+    vendor are turned off the same way, unless the environment says otherwise.
     """
     if _loopback(address):
         os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+    # Ray reports usage statistics to its vendor over the internet unless told not to; vsr never
+    # sends anything off the machine on its own (a user who wants it sets RAY_USAGE_STATS_ENABLED=1).
+    os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         import ray
     except ImportError:

@@ -66,6 +66,8 @@ class _Worker:
     ready_ref: Any = None
     node: str = "?"
     busy: bool = False
+    progress_ref: Any = None  # an unanswered progress() call
+    partial: tuple[str | None, int] = (None, 0)  # its last answer: (segment key, frames done)
 
 
 class ClusterJob:
@@ -84,15 +86,19 @@ class ClusterJob:
         self.nodes: dict[str, dict[str, Any]] = collections.defaultdict(
             lambda: {"frames": 0, "segments": 0, "busy_s": 0.0, "retries": 0})
         self.gpu = False
-        self.tally: Any = None
         self.overhead_s: list[float] = []  # per segment: dispatch to result on the driver, less the worker's time
         self._dispatched: dict[Any, float] = {}
         self._started = 0  # workers started, replacements included
         self._max_started = 0
+        self._to_join: list[FileJob] = []  # complete files, joined once the workers have their next segments
 
     # -- before any work -------------------------------------------------------------------
     def prepare(self) -> None:
-        """Plan each input (a bad one fails alone), check every node sees the files."""
+        """Plan each input (a bad one fails alone), start the workers, check every node sees the files.
+
+        The workers start (process, PyTorch, model: seconds) while the nodes are checked; they
+        take no segment before the check has passed.
+        """
         nodes = [n for n in self.ray.nodes() if n["Alive"]]
         self.gpu = self.config.device != "cpu" and any(n["Resources"].get("GPU", 0) >= 1 for n in nodes)
         for job in self.files:
@@ -102,6 +108,7 @@ class ClusterJob:
                 except VsrError as exc:
                     job.error = str(exc)
                     self._drop_store(job, keep=True)
+        self._start_workers()
         self._check_nodes()
 
     def _prepare_file(self, job: FileJob) -> None:
@@ -144,7 +151,7 @@ class ClusterJob:
         """Every alive node must see each path input as the driver does and write each output folder."""
         from ray.util.scheduling_strategies import NodeAffinitySchedulingStrategy
 
-        from ._worker import check_paths
+        from ._nodes import check_paths
 
         live = [j for j in self.files if j.error is None]
         inputs = [j.identity for j in live if not _storage.is_url(j.src) and j.identity]
@@ -162,6 +169,19 @@ class ClusterJob:
             more = f" (and {len(problems) - 1} more)" if len(problems) > 1 else ""
             raise ConfigError(f"{problems[0]}{more}: every node must see the inputs and the output folder at the "
                               "same paths (a shared file system), or use s3:// URLs; see docs/CLUSTER.md")
+
+    def _pending(self) -> collections.deque:
+        return collections.deque(
+            (job, seg) for job in self.files if job.error is None and job.store is not None
+            for seg in job.plan if seg.index not in job.store.done())
+
+    def _start_workers(self) -> None:
+        if self.workers or not self._pending():
+            return
+        shapes = self._worker_shapes()
+        self._max_started = len(shapes) * (self.ex.max_retries + 1)
+        for node, resources in shapes:
+            self._start_worker(resources, node)
 
     def _worker_shapes(self) -> list[tuple[str, dict[str, float]]]:
         """(node id, resources) of each worker to start: one per GPU group, or one per cpus_per_worker cores."""
@@ -207,32 +227,23 @@ class ClusterJob:
     # -- running ---------------------------------------------------------------------------
     def run(self) -> None:
         """Encode every pending segment, join each file as soon as its last segment arrives."""
-        from ._worker import Tally
-
         try:
-            self._run(Tally)
+            self._run()
         except BaseException:
             self.cancel()
             raise
         finally:
-            self._stop_workers()
-            shutil.rmtree(self.tmp, ignore_errors=True)
+            self.close()
 
-    def _run(self, tally_cls: Any) -> None:
+    def _run(self) -> None:
         ray = self.ray
-        pending = collections.deque(
-            (job, seg) for job in self.files if job.error is None and job.store is not None
-            for seg in job.plan if seg.index not in job.store.done())
+        pending = self._pending()
         for job in self.files:  # everything was finished by an earlier run: join now
             if job.error is None and job.store is not None and not self._missing(job):
                 self._join(job)
         if not pending:
             return
-        self.tally = tally_cls.remote()
-        shapes = self._worker_shapes()
-        self._max_started = len(shapes) * (self.ex.max_retries + 1)
-        for node, resources in shapes:
-            self._start_worker(resources, node)
+        self._start_workers()
         inflight: dict[Any, tuple[_Worker, FileJob, Segment]] = {}
         t0 = time.perf_counter()
         stalled_since: float | None = None
@@ -257,6 +268,10 @@ class ClusterJob:
                     self._finished(ref, inflight.pop(ref), pending)
                 else:
                     self._worker_ready(ref)
+            if self._to_join:  # the workers first get their next segments, then the driver joins
+                self._dispatch(pending, inflight)
+                while self._to_join:
+                    self._join(self._to_join.pop(0))
             now = time.perf_counter()
             if self.progress is not None and now - last_progress >= 0.25:
                 last_progress = now
@@ -284,7 +299,7 @@ class ClusterJob:
             task = {"key": key, "src": job.src, "identity": job.identity, "segment": seg.to_dict(), "out": out,
                     "suffix": suffix, "format": job.format}
             w.busy = True
-            ref = w.actor.encode.remote(task, self.tally)
+            ref = w.actor.encode.remote(task)
             inflight[ref] = (w, job, seg)
             self._dispatched[ref] = time.perf_counter()
 
@@ -306,7 +321,7 @@ class ClusterJob:
 
     def _replace(self, dead: _Worker) -> None:
         """A worker died: start another, anywhere it fits (up to max_retries + 1 workers per first one)."""
-        dead.actor, dead.busy, dead.ready_ref = None, False, None
+        dead.actor, dead.busy, dead.ready_ref, dead.progress_ref = None, False, None, None
         if self._started < self._max_started:
             self._start_worker(dead.resources, None)
 
@@ -359,20 +374,32 @@ class ClusterJob:
         node["segments"] += 1
         node["busy_s"] += result["busy_s"]
         if not self._missing(job):
-            self._join(job)
+            self._to_join.append(job)
 
     def _missing(self, job: FileJob) -> list[int]:
         done = job.store.done() if job.store is not None else set()
         return [s.index for s in job.plan if s.index not in done]
 
     def _frames_done(self, inflight: dict) -> int:
+        """Frames of recorded segments, plus how far each segment in flight was at the workers' last answer.
+
+        Never waits: each busy worker is asked again once its previous answer is in, so a slow
+        or dead worker holds back only its own figure.
+        """
         finished = sum(r["frames"] for j in self.files for r in j.results.values())
-        try:
-            partial = self.ray.get(self.tally.snapshot.remote(), timeout=1) if self.tally is not None else {}
-        except Exception:  # the tally is a convenience; a lost one does not stop the job
-            partial = {}
         keys = {f"{id(job)}:{seg.index}" for _, job, seg in inflight.values()}
-        return finished + sum(n for k, n in partial.items() if k in keys)
+        asked = [w.progress_ref for w in self.workers if w.progress_ref is not None]
+        answered, _ = self.ray.wait(asked, num_returns=len(asked), timeout=0) if asked else ([], [])
+        for w in self.workers:
+            if w.progress_ref is not None and w.progress_ref in answered:
+                try:
+                    w.partial = self.ray.get(w.progress_ref)
+                except Exception:  # progress is a convenience; a lost worker is handled where its segment fails
+                    w.partial = (None, 0)
+                w.progress_ref = None
+            if w.progress_ref is None and w.busy and w.actor is not None:
+                w.progress_ref = w.actor.progress.remote()
+        return finished + sum(w.partial[1] for w in self.workers if w.partial[0] in keys)
 
     def _fail(self, job: FileJob, message: str) -> None:
         if job.done:
@@ -460,6 +487,11 @@ class ClusterJob:
                 job.error = job.error or "cancelled"
                 self._drop_store(job, keep=self.resume)
 
+    def close(self) -> None:
+        """Stop the workers and remove the driver's temporary files (after :meth:`run`, or a failed :meth:`prepare`)."""
+        self._stop_workers()
+        shutil.rmtree(self.tmp, ignore_errors=True)
+
     def _stop_workers(self) -> None:
         ray = self.ray
         actors = [w.actor for w in self.workers if w.actor is not None]
@@ -468,11 +500,9 @@ class ClusterJob:
             ray.wait(cleanups, num_returns=len(cleanups), timeout=5)
         except Exception:
             pass
-        for a in [*actors, self.tally]:
-            if a is not None:
-                try:
-                    ray.kill(a)
-                except Exception:  # gone already
-                    pass
+        for a in actors:
+            try:
+                ray.kill(a)
+            except Exception:  # gone already
+                pass
         self.workers.clear()
-        self.tally = None

@@ -1,5 +1,5 @@
-"""What runs on the cluster's nodes: the segment worker (an actor that loads the model once),
-the progress tally, and the check that a node sees the job's files. Imported only once Ray is.
+"""What runs on the cluster's nodes: the segment worker, an actor that loads the model once.
+Imported only once Ray is; the node check, which must not import vsr, is in ``_nodes``.
 """
 
 from __future__ import annotations
@@ -19,38 +19,16 @@ from ..config import config_from_dict
 from ..pipeline import Pipeline, Progress
 from ..resume import Segment, encode_segment
 from . import _storage
-
-# How often a worker tells the tally how far its segment is (seconds).
-TALLY_EVERY_S = 0.5
-
-
-def node_label() -> str:
-    """A node as reports name it: its address and the start of its Ray node id."""
-    ctx = ray.get_runtime_context()
-    return f"{ray.util.get_node_ip_address()}/{ctx.get_node_id()[:8]}"
-
-
-@ray.remote(num_cpus=0)
-class Tally:
-    """Frames done so far of each segment in progress, as its worker last said."""
-
-    def __init__(self) -> None:
-        self.frames: dict[str, int] = {}
-
-    def set(self, key: str, frames: int) -> None:
-        self.frames[key] = frames
-
-    def snapshot(self) -> dict[str, int]:
-        return dict(self.frames)
-
+from ._nodes import node_label
 
 class SegmentWorker:
     """Loads the model once; :meth:`encode` upscales one segment of an input into a segment file.
 
     Made into a Ray actor by :func:`worker_class` with the CPUs or GPUs it takes. Two
-    calls may run at once (``max_concurrency=2``) so that :meth:`pid` and :meth:`cleanup`
-    answer while a segment is being encoded; the driver gives each worker one segment at
-    a time.
+    calls may run at once (``max_concurrency=2``) so that :meth:`progress`, :meth:`pid` and
+    :meth:`cleanup` answer while a segment is being encoded; the driver gives each worker
+    one segment at a time, and asks it how far it is for the job's progress bar (no
+    separate tally actor: on a small node every extra process costs a PyTorch import).
     """
 
     def __init__(self, config: dict[str, Any]) -> None:
@@ -60,10 +38,15 @@ class SegmentWorker:
         self.cache = Path(tempfile.mkdtemp(prefix="vsr-cluster-"))
         self._fetched: dict[str, Path] = {}
         self._lock = threading.Lock()
+        self._current: tuple[str | None, int] = (None, 0)  # (segment key, frames done) of the call running
 
     def ready(self) -> dict[str, Any]:
         return {"node": self.node, "device": str(self.pipeline.device), "precision": self.pipeline.precision,
                 "pid": os.getpid()}
+
+    def progress(self) -> tuple[str | None, int]:
+        """The segment being encoded (its key) and its frames done so far; (None, 0) between segments."""
+        return self._current
 
     def pid(self) -> int:
         return os.getpid()
@@ -79,7 +62,7 @@ class SegmentWorker:
                 self._fetched[key] = _storage.fetch(src, local)
             return str(self._fetched[key])
 
-    def encode(self, task: dict[str, Any], tally: Any) -> dict[str, Any]:
+    def encode(self, task: dict[str, Any]) -> dict[str, Any]:
         """Encode ``task["segment"]`` of ``task["src"]`` into ``task["out"]`` (a path, or a URL to upload to)."""
         t0 = time.perf_counter()
         segment = Segment.from_dict(task["segment"])
@@ -87,22 +70,20 @@ class SegmentWorker:
         src = self._input(task["src"], task.get("identity"))
         out = task["out"]
         local = Path(out) if not _storage.is_url(out) else self.cache / f"{key.replace('/', '_')}{task['suffix']}"
-        last = [0.0]
-        tally.set.remote(key, 0)
+        self._current = (key, 0)
 
         def progress(p: Progress) -> None:
-            now = time.perf_counter()
-            if now - last[0] >= TALLY_EVERY_S:
-                last[0] = now
-                tally.set.remote(key, p.frames)
+            self._current = (key, p.frames)
 
-        report = encode_segment(self.pipeline, src, local, segment, format=task.get("format"), progress=progress)
-        if _storage.is_url(out):
-            try:
-                _storage.put(local, out)
-            finally:
-                local.unlink(missing_ok=True)
-        tally.set.remote(key, report.frames)
+        try:
+            report = encode_segment(self.pipeline, src, local, segment, format=task.get("format"), progress=progress)
+            if _storage.is_url(out):
+                try:
+                    _storage.put(local, out)
+                finally:
+                    local.unlink(missing_ok=True)
+        finally:
+            self._current = (None, 0)
         return {"key": key, "index": segment.index, "frames": report.frames, "busy_s": time.perf_counter() - t0,
                 "node": self.node, "pid": os.getpid(), "device": report.device, "precision": report.precision,
                 "stages": {k: (v.frames, v.busy_s) for k, v in report.stages.items()},
@@ -124,28 +105,4 @@ def worker_class(*, num_cpus: float, num_gpus: float, name: str | None = None, s
     return ray.remote(SegmentWorker).options(**options)
 
 
-@ray.remote(num_cpus=0)
-def check_paths(inputs: list[dict[str, Any]], folders: list[str]) -> list[str]:
-    """On one node: the inputs it cannot see as the driver does, and the output folders it cannot write."""
-    problems = []
-    where = node_label()
-    for ident in inputs:
-        path = ident["path"]
-        try:
-            st = os.stat(path)
-        except OSError as exc:
-            problems.append(f"node {where} cannot see input {path} ({exc.strerror or exc})")
-            continue
-        if st.st_size != ident["size"] or st.st_mtime_ns != ident["mtime_ns"]:
-            problems.append(f"node {where} sees another file at {path} (size or time differ from the driver's)")
-        elif not os.access(path, os.R_OK):
-            problems.append(f"node {where} cannot read input {path} (permission denied)")
-    for folder in folders:
-        if not os.path.isdir(folder):
-            problems.append(f"node {where} cannot see the output folder {folder}")
-        elif not os.access(folder, os.W_OK):
-            problems.append(f"node {where} cannot write to the output folder {folder}")
-    return problems
-
-
-__all__ = ["SegmentWorker", "Tally", "check_paths", "node_label", "worker_class"]
+__all__ = ["SegmentWorker", "worker_class"]
