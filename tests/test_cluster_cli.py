@@ -58,3 +58,16 @@ def test_standard_streams_need_the_local_executor(tmp_path: Path, capsys) -> Non
     src = make_clip(tmp_path / "in.mp4", frames=4)
     assert vsr_main(["run", str(src), "-o", "-", "--executor", "ray"]) == 1
     assert "--executor local" in capsys.readouterr().err
+
+
+def test_ray_sends_no_usage_report_unless_the_user_asks(monkeypatch) -> None:
+    """Ray reports usage to its vendor over the internet by default; a Ray reached through vsr does not."""
+    pytest.importorskip("ray")
+    from vsr.cluster._connect import import_ray
+
+    monkeypatch.delenv("RAY_USAGE_STATS_ENABLED", raising=False)
+    import_ray(None)
+    assert os.environ["RAY_USAGE_STATS_ENABLED"] == "0"
+    monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "1")  # the user's own choice stands
+    import_ray("10.0.0.1:6379")
+    assert os.environ["RAY_USAGE_STATS_ENABLED"] == "1"
