@@ -71,3 +71,30 @@ def test_ray_sends_no_usage_report_unless_the_user_asks(monkeypatch) -> None:
     monkeypatch.setenv("RAY_USAGE_STATS_ENABLED", "1")  # the user's own choice stands
     import_ray("10.0.0.1:6379")
     assert os.environ["RAY_USAGE_STATS_ENABLED"] == "1"
+
+
+def test_a_cluster_that_refuses_the_driver_names_token_authentication(monkeypatch) -> None:
+    """Ray's own error says only that it failed to connect; the line says what to set when the cluster wants a token."""
+    from vsr.cluster import _connect
+
+    class FakeRay:
+        @staticmethod
+        def is_initialized() -> bool:
+            return False
+
+        @staticmethod
+        def init(**kwargs) -> None:
+            raise ConnectionError("Failed to connect to Ray cluster at 127.0.0.1:6379.\nmore")
+
+    monkeypatch.setattr(_connect, "import_ray", lambda address=None: FakeRay)
+    monkeypatch.setattr(_connect, "_probe", lambda address: None)
+    monkeypatch.delenv("RAY_AUTH_MODE", raising=False)
+    with pytest.raises(ConfigError) as err:
+        _connect.connect("127.0.0.1:6379")
+    message = str(err.value)
+    assert "\n" not in message and "cannot join the Ray cluster (Failed to connect" in message
+    assert "RAY_AUTH_MODE=token" in message
+    monkeypatch.setenv("RAY_AUTH_MODE", "token")  # set already: no advice to set it
+    with pytest.raises(ConfigError) as err:
+        _connect.connect("127.0.0.1:6379")
+    assert "RAY_AUTH_MODE" not in str(err.value)

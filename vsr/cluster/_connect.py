@@ -97,5 +97,12 @@ def connect(address: str | None) -> Connection:
         ray.init(address=address, **common)
     except (ConnectionError, RuntimeError, ValueError) as exc:
         first = (str(exc).strip().splitlines() or [type(exc).__name__])[0]
-        raise ConfigError(f"--ray-address {address}: cannot join the Ray cluster ({first})") from None
+        hint = ""
+        if not os.environ.get("RAY_AUTH_MODE"):
+            # Ray says only "failed to connect" when the cluster wants a token this driver did not send
+            # (`ray start --head` turns token authentication on from Ray 2.60; a driver joining an
+            # address does not turn it on by itself, even with the token at ~/.ray/auth_token).
+            hint = ("; if the cluster uses Ray's token authentication (ray start's default from Ray 2.60), "
+                    "run with RAY_AUTH_MODE=token and the cluster's token in RAY_AUTH_TOKEN or ~/.ray/auth_token")
+        raise ConfigError(f"--ray-address {address}: cannot join the Ray cluster ({first}){hint}") from None
     return Connection(ray, started=False, owned=True)
