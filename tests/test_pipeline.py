@@ -117,8 +117,8 @@ def test_existing_output_is_never_clobbered(tmp_path: Path, random_weights) -> N
 @pytest.mark.parametrize("model", ["espcn-fast", "espcn"])
 @pytest.mark.parametrize("scale", [2, 3])
 def test_quality_beats_bicubic(shared_data: Path, tmp_path: Path, engine_checks, scale: int, model: str) -> None:
-    """Downscale a real clip by r (MATLAB bicubic, the training degradation), upscale it with vsr,
-    compare with the original's luma."""
+    """Downscale a real clip by r in its own Y/chroma planes (MATLAB bicubic, the training degradation),
+    upscale it with vsr, compare the output's Y plane with the original's (no RGB round trip)."""
     if shipped_weights(model, scale) is None:
         pytest.skip(f"no shipped {model} x{scale} weights: quality cannot be judged with random weights")
     small = tmp_path / "small.mkv"

@@ -2,9 +2,10 @@
 """Two measurements of the CPU engine that docs/PERFORMANCE.md quotes (benchmarks, not tests).
 
 ``real-clip``: bf16 against fp32 through the whole ``vsr run`` pipeline on a real clip. The
-first frames of ``mdn_flower.mp4`` (960x540) are downscaled by r with MATLAB's bicubic,
-stored losslessly (FFV1, yuv420p), upscaled by the pipeline at each precision, and the
-output's luma compared with the original's (PSNR, dB) beside bicubic (``cv2.resize``).
+first frames of ``mdn_flower.mp4`` (960x540 yuv420p) are downscaled by r in their own Y and
+chroma planes with MATLAB's bicubic, stored losslessly (FFV1, yuv420p), upscaled by the pipeline
+at each precision, and the output's Y plane compared with the original's (PSNR, dB) beside
+bicubic (``cv2.resize`` of the LR Y plane).
 ``tests/test_pipeline.py::test_quality_beats_bicubic`` uses the same two functions.
 
 ``cache-tiles``: milliseconds per frame of the fused engine with and without the cache tiles
@@ -35,54 +36,68 @@ SHARED = REPO.parent / "shared" / "data"
 from vsr.config import load_config  # noqa: E402
 from vsr.engine import LumaUpscaler  # noqa: E402
 from vsr.imresize import imresize  # noqa: E402
+from vsr.media import frame_planes, new_frame  # noqa: E402
 from vsr.models import create_model  # noqa: E402
 from vsr.pipeline import Pipeline  # noqa: E402
 
 
-def _luma(rgb: np.ndarray) -> np.ndarray:
-    return cv2.cvtColor(rgb, cv2.COLOR_RGB2YUV)[:, :, 0].astype(np.float64)
-
-
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
-    return float(10 * np.log10(255.0**2 / np.mean((a - b) ** 2)))
+    return float(10 * np.log10(255.0**2 / np.mean((a.astype(np.float64) - b) ** 2)))
+
+
+def _y_planes(path: Path) -> list[np.ndarray]:
+    """The decoded luma planes of a planar YUV clip, as stored (no colour conversion), float64."""
+    with av.open(str(path)) as c:
+        return [frame_planes(f)[0].astype(np.float64) for f in c.decode(video=0)]
 
 
 def degraded_clip(source: Path, dst: Path, scale: int, frames: int = 6) -> tuple[list[np.ndarray], float]:
-    """The first ``frames`` of ``source`` (960x540) downscaled by ``scale`` with MATLAB's bicubic, the
-    degradation the weights were trained on, written losslessly to ``dst`` (FFV1, yuv420p).
+    """The first ``frames`` of ``source`` (960x540 yuv420p) downscaled by ``scale`` in its own planes,
+    written losslessly to ``dst`` (FFV1, yuv420p).
 
-    Returns the originals' luma and the PSNR of bicubic upscaling (``cv2.resize``) of ``dst``'s frames.
+    Each decoded plane (Y, and each chroma plane to its own LR size) is cropped to a multiple of
+    ``scale`` and downscaled with MATLAB's bicubic (:func:`vsr.imresize.imresize`, the degradation
+    the weights were trained on, here applied to the Y plane the model sees): no RGB round trip, which
+    would shift the levels of the luma the pipeline upscales against those it is compared with.
+    Returns the originals' Y planes (cropped, float64) and the PSNR of bicubic upscaling
+    (``cv2.resize`` of ``dst``'s decoded Y planes) against them.
     """
-    h, w = 540 // scale, 960 // scale
-    originals = []
+    originals, lows = [], []
     with av.open(str(source)) as src, av.open(str(dst), "w") as out:
         stream = out.add_stream("ffv1", rate=30)
-        stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
         for i, frame in enumerate(src.decode(video=0)):
             if i == frames:
                 break
-            rgb = frame.to_ndarray(format="rgb24")[: h * scale, : w * scale]
-            originals.append(_luma(rgb))
-            lr = av.VideoFrame.from_ndarray(imresize(rgb, output_shape=(h, w)), format="rgb24")
-            lr = lr.reformat(format="yuv420p")
+            if frame.format.name != "yuv420p":
+                raise ValueError(f"{source}: expected yuv420p, got {frame.format.name}")
+            y, u, v = frame_planes(frame)
+            h, w = y.shape[0] // scale, y.shape[1] // scale
+            if i == 0:
+                stream.width, stream.height, stream.pix_fmt = w, h, "yuv420p"
+            originals.append(y[: h * scale, : w * scale].astype(np.float64))
+            lr, planes = new_frame(w, h, "yuv420p")
+            for full, small in zip((y, u, v), planes):
+                sub_h, sub_w = y.shape[0] // full.shape[0], y.shape[1] // full.shape[1]  # 1 (Y) or 2 (chroma)
+                crop = full[: -(-h * scale // sub_h), : -(-w * scale // sub_w)]  # the luma crop, in its samples
+                small[...] = imresize(np.ascontiguousarray(crop), output_shape=small.shape)
             lr.pts = i
             out.mux(stream.encode(lr))
         out.mux(stream.encode(None))
-    with av.open(str(dst)) as c:
-        lows = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
+    lows = _y_planes(dst)
     bicubic = statistics.mean(
-        _psnr(_luma(cv2.resize(lo, (o.shape[1], o.shape[0]), interpolation=cv2.INTER_CUBIC)), o)
+        _psnr(cv2.resize(lo.astype(np.uint8), (o.shape[1], o.shape[0]), interpolation=cv2.INTER_CUBIC), o)
         for lo, o in zip(lows, originals))
     return originals, bicubic
 
 
 def upscaled_psnr(src: Path, dst: Path, originals: list[np.ndarray], overrides: dict[str, object]) -> float:
-    """``vsr run`` (the pipeline, configured by ``overrides``) of ``src`` to ``dst``; luma PSNR against ``originals``."""
+    """``vsr run`` (the pipeline, configured by ``overrides``) of ``src`` to ``dst``; PSNR of the output's
+    Y plane (as stored) against the originals' Y planes."""
     config = load_config(None, {"encoder.codec": "ffv1", "progress": "never", **overrides})
     Pipeline(config).run(src, dst)
-    with av.open(str(dst)) as c:
-        ups = [f.to_ndarray(format="rgb24") for f in c.decode(video=0)]
-    return statistics.mean(_psnr(_luma(u), o) for u, o in zip(ups, originals))
+    ups = _y_planes(dst)
+    assert len(ups) == len(originals) and ups[0].shape == originals[0].shape, (len(ups), ups[0].shape)
+    return statistics.mean(_psnr(u, o) for u, o in zip(ups, originals))
 
 
 def real_clip(scale: int, frames: int, models: list[str]) -> None:

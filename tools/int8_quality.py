@@ -1,7 +1,8 @@
 """int8 against fp32 for shipped int8 files: Set5, Set14 (published protocol, ``vsr eval``) and a real clip.
 
-The clip (mdn_flower, not calibrated on) is degraded, upscaled by ``vsr run`` at each precision
-and compared with the original, as tests/test_pipeline.py does. ``--stamp`` records the deltas in
+The clip (mdn_flower, not calibrated on) is degraded by r in its own Y and chroma planes, upscaled
+by ``vsr run`` at each precision, and the output's Y plane compared with the original's, as
+tests/test_pipeline.py does (``tools/engine_checks.degraded_clip`` / ``upscaled_psnr``). ``--stamp`` records the deltas in
 each file's metadata (``quality``) and ``auto``: whether all three are within ``--bound`` dB, which
 is what lets ``precision: auto`` pick the file::
 
