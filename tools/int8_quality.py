@@ -66,7 +66,7 @@ def stamp(path: Path, quality: dict[str, float], bound: float) -> bool:
         state = {k: f.get_tensor(k) for k in f.keys()}
         meta = dict(f.metadata() or {})
     ok = all(quality[f"{k}_delta"] >= -bound for k in ("Set5", "Set14", "clip"))
-    meta.update(quality=json.dumps({**quality, "bound_db": bound, "clip": "mdn_flower.mp4, 6 frames"}),
+    meta.update(quality=json.dumps({**quality, "bound_db": bound, "clip": "mdn_flower.mp4, 6 frames, degraded and compared in the Y plane"}),
                 auto=json.dumps(ok))
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=meta)

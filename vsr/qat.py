@@ -33,9 +33,11 @@ QAT_DEFAULTS: dict[str, Any] = {"steps": 1000, "lr": 1e-5, "min_lr": 1e-6, "warm
 def calibration_planes(folders: Sequence[str], scale: int, videos: Sequence[str] = (), *,
                        images_per_folder: int = 12, frames_per_video: int = 4) -> list[np.ndarray]:
     """8-bit luma planes the network sees: LR images of ``folders`` (evenly spread) and decoded clip frames."""
+    from .training import DataSource
+
     planes = []
-    for folder in folders:
-        files = list_images(folder)
+    for spec in folders:  # --data specs: PATH[:DOWNSCALE[:WEIGHT]]; the options do not matter for ranges
+        files = list_images(DataSource.parse(spec).path)
         for path in files[:: max(1, len(files) // images_per_folder)][:images_per_folder]:
             planes.append(to_y(make_lr(load_image(path), scale)))
     for video in videos:
