@@ -21,13 +21,20 @@ runs. The scheme, for 8-bit planes (deeper video does not go through it, see the
   weight scales and bias (the uint8 codes are its output at scale 1), and the next layer's
   input scale (``t`` or ``s_a``; ``1/255`` for the plane) into its float weights before they
   are quantised, so every convolution sees codes at scale 1 and a per-tensor zero point.
-* **Last layer**: its weights are two int8 halves per channel, ``w = s (hi + lo / 128)``
-  (:func:`split_weight`; ``2 r²`` output channels of one convolution, summed): rounding them to
-  int8 alone cost espcn x3 0.12 dB on Set5, the most of any layer, since they make the pixels.
-  The output is dequantised (fp32 accumulation times the weight scales, plus the fp32 bias),
-  times ``max_value``, and rounded once to the output's own levels, as the fp32 path rounds.
+* **Last hidden layer** (scheme v2, mixed precision): an int8 convolution like the others (its
+  input is the previous layer's codes), but its output is dequantised to fp32 by oneDNN (int32
+  accumulation times the weight scales, plus the fp32 bias) and activated in fp32: no 8-bit
+  activation code. Those codes cost espcn x3 about 0.4 dB on a real clip (mdn_flower, Y plane)
+  and 0.05 dB on Set5; the layer after them has a ninth (espcn) to a fifth (espcn-fast) of the
+  multiply-adds, so running it in fp32 costs a few percent of the int8 time (measured, 640x360 x3).
+* **Last layer**: fp32 weights and bias on the fp32 activations, times ``max_value``, rounded
+  once to the output's own levels, as the fp32 path rounds. (v1 ran it as two int8 weight halves
+  on 8-bit codes; rounding its weights to one int8 had cost espcn x3 0.12 dB on Set5.)
 
-``s_z`` (tanh) and ``s_a`` (ReLU), one per channel of every hidden layer, are calibrated on
+So the 8-bit quantities are the input plane (exact), the weights of every layer but the last, and
+the activation codes *between* the int8 layers, i.e. of every hidden layer but the last.
+
+``s_z`` (tanh) and ``s_a`` (ReLU), one per channel of every hidden layer but the last, are calibrated on
 real frames (:func:`calibrate`: each channel's clip with the least quantisation error over its
 values) and ship
 with the fine-tuned weights in ``<model>_x<scale>.int8.safetensors``, whose metadata records
@@ -53,6 +60,7 @@ __all__ = [
     "SCHEME",
     "QuantESPCN",
     "calibrate",
+    "coded_widths",
     "fake_weight",
     "file_sha256",
     "load_int8",
@@ -63,7 +71,7 @@ __all__ = [
     "weight_scales",
 ]
 
-SCHEME = "vsr-int8-v1"  # recorded in every int8 file; a changed scheme gets a new name
+SCHEME = "vsr-int8-v2"  # recorded in every int8 file; a changed scheme gets a new name
 KINDS = ("tanh", "relu")  # activations the scheme covers
 
 
@@ -87,18 +95,9 @@ def _ste(x: torch.Tensor, q: torch.Tensor) -> torch.Tensor:
     return x + (q - x).detach()
 
 
-def split_weight(w: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """The last layer's weights as two int8 halves, ``(2o, i, k, k)`` and scales: ``w ≈ s (hi + lo / 128)``."""
-    hi, s = quantized_weight(w)
-    lo = torch.round(w.detach().float() / s[:, None, None, None] * 128) - 128 * hi.float()  # in [-64, 64]
-    return torch.cat([hi, lo.to(torch.int8)]), torch.cat([s, s / 128])
-
-
-def fake_weight(w: torch.Tensor, *, fine: bool = False) -> torch.Tensor:
-    """``w`` as the engine computes with it: int8 per channel, or (``fine``, the last layer) two int8 halves."""
+def fake_weight(w: torch.Tensor) -> torch.Tensor:
+    """``w`` as the engine computes with it: int8 per output channel."""
     s = weight_scales(w)[:, None, None, None].to(w.dtype)
-    if fine:
-        return _ste(w, torch.round(w / s * 128) / 128 * s)
     return _ste(w, torch.round(w / s).clamp(-127, 127) * s)
 
 
@@ -126,6 +125,11 @@ def tanh_table(scale: torch.Tensor) -> np.ndarray:
     return np.ascontiguousarray(codes.to(torch.uint8).numpy()[None])
 
 
+def coded_widths(config: ESPCNConfig) -> tuple[int, ...]:
+    """Widths of the hidden layers whose activations are 8-bit codes: all but the last (scheme v2)."""
+    return tuple(config.widths[:-1])
+
+
 def _kind(config: ESPCNConfig) -> str:
     if config.activation not in KINDS or config.channels != 1:
         raise WeightsError(f"int8 covers luma ESPCNs with {' or '.join(KINDS)}; got {config.channels} channel(s), "
@@ -136,8 +140,8 @@ def _kind(config: ESPCNConfig) -> str:
 class QuantESPCN(ESPCN):
     """An ESPCN whose forward pass is the int8 scheme, simulated in float (for QAT and as the reference).
 
-    ``scales``: per hidden layer, one activation scale per channel (``s_z`` for tanh, ``s_a``
-    for ReLU). Its ``state_dict`` is a plain ESPCN's (the scales are not in it), so training,
+    ``scales``: per hidden layer but the last (the coded ones), one activation scale per channel
+    (``s_z`` for tanh, ``s_a`` for ReLU). Its ``state_dict`` is a plain ESPCN's (the scales are not in it), so training,
     checkpoints and :func:`vsr.models.save_weights` treat it as one.
     """
 
@@ -145,8 +149,8 @@ class QuantESPCN(ESPCN):
         super().__init__(config)
         self.kind = _kind(config)
         scales = [torch.as_tensor(s, dtype=torch.float32).flatten() for s in scales]
-        if [len(s) for s in scales] != list(config.widths) or not all(bool((s > 0).all()) for s in scales):
-            raise WeightsError(f"int8 needs positive activation scales for layers of widths {list(config.widths)}")
+        if [len(s) for s in scales] != list(coded_widths(config)) or not all(bool((s > 0).all()) for s in scales):
+            raise WeightsError(f"int8 needs positive activation scales for layers of widths {list(coded_widths(config))}")
         self.scales = scales
 
     @classmethod
@@ -159,7 +163,8 @@ class QuantESPCN(ESPCN):
         return [m for m in self.modules() if isinstance(m, torch.nn.Conv2d)]
 
     def input_steps(self) -> list[torch.Tensor]:
-        """Per layer, the real value of one input code per input channel (folded into its weights)."""
+        """Per int8 layer (all but the last), the real value of one input code per input channel
+        (folded into its weights)."""
         steps = [torch.full((1,), 1 / 255)]
         return steps + [output_step(self.kind, s) for s in self.scales]
 
@@ -168,12 +173,15 @@ class QuantESPCN(ESPCN):
             raise ValueError(f"ESPCN expects a (N, 1, H, W) tensor, got shape {tuple(x.shape)}")
         y = torch.round(x * 255)  # the engine's input: the uint8 plane's codes
         convs, steps = self.convs(), self.input_steps()
-        for i, conv in enumerate(convs):
+        for i, conv in enumerate(convs[:-1]):  # int8 layers: codes in, int8 weights
             w = conv.weight * steps[i].to(conv.weight)[None, :, None, None]
-            y = torch.nn.functional.conv2d(y, fake_weight(w, fine=i == len(convs) - 1), conv.bias, padding=conv.padding)
+            y = torch.nn.functional.conv2d(y, fake_weight(w), conv.bias, padding=conv.padding)
             if i < len(self.scales):
                 y = fake_activation(y, self.kind, self.scales[i])
-        return self.shuffle(y)
+            else:  # the last hidden layer: fp32 activation
+                y = torch.tanh(y) if self.kind == "tanh" else torch.relu(y)
+        last = convs[-1]  # fp32
+        return self.shuffle(torch.nn.functional.conv2d(y, last.weight, last.bias, padding=last.padding))
 
 
 def _best_scales(values: torch.Tensor, kind: str) -> torch.Tensor:
@@ -210,10 +218,10 @@ def calibrate(model: ESPCN, planes: Iterable[np.ndarray], *, samples: int = 1 <<
     xs = [torch.from_numpy(np.ascontiguousarray(p, dtype=np.float32))[None, None] for p in planes]
     if not xs:
         raise WeightsError("no calibration frames")
-    q = QuantESPCN(model.config, [torch.ones(w) for w in model.config.widths])
+    q = QuantESPCN(model.config, [torch.ones(w) for w in coded_widths(model.config)])
     q.load_state_dict(model.state_dict())
     convs, scales = q.convs(), []
-    for i, conv in enumerate(convs[:-1]):
+    for i, conv in enumerate(convs[: len(q.scales)]):
         w = fake_weight(conv.weight * q.input_steps()[i][None, :, None, None])
         zs = [torch.nn.functional.conv2d(x, w, conv.bias, padding=conv.padding) for x in xs]
         flat = torch.cat([z.transpose(0, 1).flatten(1) for z in zs], 1)
@@ -270,7 +278,7 @@ def load_int8(path: str | os.PathLike[str]) -> tuple[QuantESPCN, dict[str, Any]]
     if meta.get("scheme") != SCHEME or not isinstance(meta.get("config"), dict):
         raise WeightsError(f"{str(path)!r} is not an int8 file of scheme {SCHEME}; make one with vsr train --qat")
     config = ESPCNConfig.from_dict(meta["config"])
-    scales = [state.pop(f"quant.scale.{i}", torch.zeros(0)) for i in range(len(config.widths))]
+    scales = [state.pop(f"quant.scale.{i}", torch.zeros(0)) for i in range(len(coded_widths(config)))]
     model = QuantESPCN(config, scales)
     try:
         model.load_state_dict(state)
