@@ -302,3 +302,40 @@ def test_batch_realtime_chooses_per_file(tmp_path: Path, fake_probe_speeds: None
     assert len([ln for ln in err.splitlines() if "realtime: espcn-fast" in ln]) == 2
     files = json.loads(report.read_text())["files"]
     assert [f["realtime"]["preset"] for f in files] == ["ultrafast", "ultrafast"]
+
+
+def test_int8_outside_the_bound_is_a_last_resort(monkeypatch: pytest.MonkeyPatch) -> None:
+    """int8 files that ship but are not within auto's 0.05 dB bound: tried only when no float setting of any
+    model keeps up, and the line says so (with the file's measured cost on a real clip)."""
+    lad = rt.Ladders(("espcn", "espcn-fast"), {"espcn": ("bf16",), "espcn-fast": ("bf16",)},
+                     ("medium", "faster", "veryfast", "ultrafast"),
+                     last_resort={"espcn": ("int8",), "espcn-fast": ("int8",)}, scale=3)
+    # espcn int8 would keep up at veryfast (1/(1/1000 + 1/40) = 38.5 >= 36), but espcn-fast bf16 does at
+    # ultrafast (1/(1/60 + 1/120) = 40): the float model step comes first.
+    infer = {("espcn", "bf16"): 20.0, ("espcn", "int8"): 1000.0, ("espcn-fast", "bf16"): 60.0,
+             ("espcn-fast", "int8"): 1000.0}
+    c = rt.choose(lad, FakeSpeeds(infer, ENCODE)).candidate
+    assert (c.model, c.precision, c.preset) == ("espcn-fast", "bf16", "ultrafast")
+    # Nothing in floats keeps up: espcn's int8 at the slowest preset that still does.
+    infer.update({("espcn-fast", "bf16"): 30.0})
+    choice = rt.choose(lad, FakeSpeeds(infer, ENCODE))
+    c = choice.candidate
+    assert (c.model, c.precision, c.preset) == ("espcn", "int8", "veryfast") and choice.keeps_up
+    assert "outside auto's 0.05 dB bound for espcn" in choice.line()
+    assert "dB on a real clip" in choice.line()  # read from the shipped file's quality record
+    # Without a last resort (the user set precision, or no int8 ships) the fastest float is taken.
+    plain = rt.Ladders(lad.models, lad.precisions, lad.presets)
+    assert rt.choose(plain, FakeSpeeds(infer, ENCODE)).candidate.precision == "bf16"
+
+
+def test_ladders_offer_int8_outside_the_bound_only_as_a_last_resort(monkeypatch: pytest.MonkeyPatch) -> None:
+    def offered(device, *, within_bound: bool = True, **kw):
+        return ("fp32", "bf16") if within_bound else ("fp32", "bf16", "int8")
+
+    monkeypatch.setattr(rt, "precision_candidates", offered)
+    monkeypatch.setattr(rt, "resolve_precision", lambda spec, device: torch.bfloat16)
+    lad = rt.ladders(PipelineConfig(), frozenset())
+    assert lad.precisions == {"espcn": ("bf16",), "espcn-fast": ("bf16",)}
+    assert lad.last_resort == {"espcn": ("int8",), "espcn-fast": ("int8",)}
+    assert rt.ladders(PipelineConfig(), {"precision"}).last_resort == {}  # the user's precision stands
+    assert rt.ladders(PipelineConfig().replace({"precision": "bf16"}), frozenset()).last_resort == {}

@@ -12,7 +12,12 @@ in order of quality, predicted to reach the source's frame rate with a margin
    then any faster one on CPUs with native bf16; int8 joins when the engine offers it);
 2. encoder preset, from the configured one to ultrafast (x264/x265: medium, faster,
    veryfast, ultrafast; other codecs keep theirs);
-3. model, from the configured one along :data:`MODEL_LADDER` (espcn, then espcn-fast).
+3. model, from the configured one along :data:`MODEL_LADDER` (espcn, then espcn-fast);
+4. only when nothing above keeps up: int8 for a model whose int8 file ships but is not
+   within the 0.05 dB bound that lets ``auto`` take it (:attr:`Ladders.last_resort`; its
+   measured cost on a real clip is in the file, and the line names it). On a smooth
+   real clip espcn x3's int8 costs more than espcn-fast does, so int8 outside the bound
+   comes after every model, not in the precision step.
 
 It starts from the configuration and only ever trades quality for speed: a key the
 user set (a flag, an argument of :func:`vsr.upscale_video`, or a key present in the
@@ -69,6 +74,9 @@ class Ladders:
     precisions: dict[str, tuple[str, ...]]  # per model: int8 may ship for some models only
     presets: tuple[str | None, ...]
     kept: tuple[str, ...] = ()  # keys left alone because the user set them
+    #: per model: precisions tried only when no candidate of ``precisions`` keeps up (int8 outside the bound)
+    last_resort: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    scale: int = 3
 
 
 def _faster_presets(codec: str, preset: str | None, device: str = "cpu") -> tuple[str | None, ...]:
@@ -96,6 +104,7 @@ def ladders(config: PipelineConfig, explicit: frozenset[str] | set[str]) -> Ladd
         after = MODEL_LADDER[MODEL_LADDER.index(m.name):]
         models = tuple(n for n in after if n in list_models() and (n == m.name or shipped_weights(n, m.scale)))
     precisions: dict[str, tuple[str, ...]] = {}
+    last_resort: dict[str, tuple[str, ...]] = {}
     for name in models:
         offered = precision_candidates(device, model=name, scale=m.scale, weights=m.weights)
         spec = config.precision
@@ -107,9 +116,23 @@ def ladders(config: PipelineConfig, explicit: frozenset[str] | set[str]) -> Ladd
             precisions[name] = (chosen,)
             continue
         precisions[name] = offered[offered.index(chosen):] if chosen in offered else (chosen,)
+        if spec == "auto" and "int8" not in precisions[name] and "int8" in precision_candidates(
+                device, model=name, scale=m.scale, weights=m.weights, within_bound=False):
+            last_resort[name] = ("int8",)
     enc = config.encoder
     presets = (enc.preset,) if "encoder.preset" in explicit else _faster_presets(enc.codec, enc.preset, device.type)
-    return Ladders(models, precisions, presets, tuple(kept))
+    return Ladders(models, precisions, presets, tuple(kept), last_resort, m.scale)
+
+
+def _int8_cost(model: str, scale: int) -> str:
+    """The shipped int8 file's measured loss against fp32 on the real clip, as a phrase ('' if unknown)."""
+    from .quantize import load_int8, shipped_int8
+
+    try:
+        quality = load_int8(shipped_int8(model, scale))[1].get("quality") or {}
+        return f" ({quality['clip_delta']:+.2f} dB on a real clip)"
+    except Exception:  # noqa: BLE001 - the note is a courtesy; the run goes on without it
+        return ""
 
 
 class Measure(Protocol):
@@ -167,16 +190,26 @@ class Choice:
             up = max(better, key=self._rank) if better else None
             why = f"; the next better setting, {up.label}, {up.fps:.1f} fps" if up else ""
             return (f"realtime: {c.label}: {c.fps:.1f} fps predicted {speeds} {on}, for a "
-                    f"{self.source_fps:.2f} fps source ({ratio:.2f}x){why}{kept}")
+                    f"{self.source_fps:.2f} fps source ({ratio:.2f}x){self._last_resort_note(c)}{why}{kept}")
         return (f"realtime: nothing keeps up with the {self.source_fps:.2f} fps source on this machine; chose the "
                 f"fastest, {c.label}: {c.fps:.1f} fps predicted {speeds} {on} ({ratio:.2f}x){kept}")
+
+    def _last_resort_note(self, c: Candidate) -> str:
+        if self.ladders is None or c.precision not in self.ladders.last_resort.get(c.model, ()):
+            return ""
+        return (f"; nothing else kept up, so int8 although it is outside auto's 0.05 dB bound for {c.model}"
+                f"{_int8_cost(c.model, self.ladders.scale)}")
 
     def _rank(self, c: Candidate) -> tuple[int, int, int]:
         """Where ``c`` stands in quality order: model, preset, precision, as the ladders list them."""
         lad = self.ladders
         if lad is None:
             return (0, 0, 0)
-        return lad.models.index(c.model), lad.presets.index(c.preset), lad.precisions[c.model].index(c.precision)
+        usual = lad.precisions[c.model]
+        if c.precision not in usual:  # a last resort ranks after every usual candidate
+            return (len(lad.models) + lad.models.index(c.model), lad.presets.index(c.preset),
+                    lad.last_resort[c.model].index(c.precision))
+        return lad.models.index(c.model), lad.presets.index(c.preset), usual.index(c.precision)
 
     def to_dict(self) -> dict[str, Any]:
         return {
@@ -215,9 +248,9 @@ def choose(options: Ladders, measure: Measure) -> Choice:
             tried.append(c)
         return c
 
-    def fitting(model: str, preset: str | None) -> Candidate | None:
+    def fitting(model: str, preset: str | None, precisions: tuple[str, ...]) -> Candidate | None:
         """The first precision (in quality order) that keeps up with ``model`` at ``preset``."""
-        for precision in options.precisions[model]:
+        for precision in precisions:
             c = candidate(model, precision, preset)
             if c.fps >= target:
                 return c
@@ -226,16 +259,20 @@ def choose(options: Ladders, measure: Measure) -> Choice:
     first = (options.models[0], options.precisions[options.models[0]][0], options.presets[0])
     if not source:
         return Choice(Candidate(*first, 0.0, 0.0, 0.0), None, None, measure.decode_fps, (), options.kept)
-    for model in options.models:
-        best = fitting(model, options.presets[-1])
-        if best is None:
-            continue
-        for preset in reversed(options.presets[:-1]):
-            slower = fitting(model, preset)
-            if slower is None:
-                break
-            best = slower
-        return Choice(best, True, source, measure.decode_fps, tuple(tried), options.kept, ladders=options)
+    tiers = [options.precisions, options.last_resort]
+    for tier in tiers:
+        for model in options.models:
+            if not tier.get(model):
+                continue
+            best = fitting(model, options.presets[-1], tier[model])
+            if best is None:
+                continue
+            for preset in reversed(options.presets[:-1]):
+                slower = fitting(model, preset, tier[model])
+                if slower is None:
+                    break
+                best = slower
+            return Choice(best, True, source, measure.decode_fps, tuple(tried), options.kept, ladders=options)
     fastest = max(tried, key=lambda t: t.fps)
     return Choice(fastest, fastest.fps >= source, source, measure.decode_fps, tuple(tried), options.kept,
                   ladders=options)

@@ -126,13 +126,15 @@ def tf32_flags() -> dict[str, str]:
 
 
 def precision_candidates(device: torch.device, *, model: str = "espcn", scale: int = 3,
-                         weights: str | None = None) -> tuple[str, ...]:
+                         weights: str | None = None, within_bound: bool = True) -> tuple[str, ...]:
     """The precisions worth running ``model`` at on ``device``, most accurate first.
 
     What ``vsr run --realtime`` (:mod:`vsr.realtime`) may trade for speed, from ``auto``'s choice on:
     CUDA fp32, fp16; CPUs with native bf16 fp32, bf16; other CPUs fp32 only (bf16 in software is
     slower than fp32 there); then int8 where ``auto`` would take it for ``model`` x ``scale``
-    (``weights``: None, the shipped files).
+    (``weights``: None, the shipped files), or with ``within_bound=False`` wherever an int8 file
+    ships and the CPU has the instructions (``--precision int8`` would run), inside the 0.05 dB
+    quality bound or not.
     """
     if device.type == "cuda":
         return ("fp32", "fp16")
@@ -140,7 +142,7 @@ def precision_candidates(device: torch.device, *, model: str = "espcn", scale: i
     from ._luma import int8_model  # int8 where ``auto`` takes it: the instructions, and a file within 0.05 dB
 
     try:
-        int8 = int8_model("auto", device, model, scale, weights) is not None
+        int8 = int8_model("auto" if within_bound else "int8", device, model, scale, weights) is not None
     except Exception:  # noqa: BLE001 - a file that does not load is not a candidate; the run says why if chosen
         int8 = False
     return (*floats, "int8") if int8 else floats
