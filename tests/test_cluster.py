@@ -161,8 +161,8 @@ def test_same_output_as_a_local_run(ray_cluster, clips, tmp_path: Path, random_w
 
 
 def test_progress_counts_every_frame_once(ray_cluster, clips, tmp_path: Path, random_weights) -> None:
-    """The job's bar: frames never go back, end at the total of every segment, and the count includes
-    segments in flight (each worker says how far it is; no tally actor)."""
+    """The job's bar on a real cluster: frames never go back and end at the total of every segment
+    (how segments in flight are counted: test_cluster_cli's driver test and the worker test below)."""
     cfg = config(random_weights("espcn-fast", 2))
     seen: list[tuple[int, int]] = []
     result = vsr_cluster.run([(clips["long"], tmp_path / "long.mkv"), (clips["vfr"], tmp_path / "vfr.mkv")], cfg,

@@ -98,3 +98,44 @@ def test_a_cluster_that_refuses_the_driver_names_token_authentication(monkeypatc
     with pytest.raises(ConfigError) as err:
         _connect.connect("127.0.0.1:6379")
     assert "RAY_AUTH_MODE" not in str(err.value)
+
+
+def test_the_driver_counts_segments_in_flight_from_the_workers_last_answers() -> None:
+    """ClusterJob._frames_done: recorded segments plus each busy worker's last answer, never waiting for one."""
+    from types import SimpleNamespace
+
+    from vsr.cluster._job import ClusterJob, FileJob, _Worker
+
+    answers: dict[str, tuple[str | None, int]] = {}  # ref -> what the worker said; absent: not answered yet
+
+    class FakeRay:
+        @staticmethod
+        def wait(refs, num_returns, timeout):
+            assert timeout == 0  # never blocks the driver's loop
+            return [r for r in refs if r in answers], [r for r in refs if r not in answers]
+
+        @staticmethod
+        def get(ref):
+            return answers[ref]
+
+    def actor(name: str):
+        calls = iter(range(2, 100))
+        return SimpleNamespace(progress=SimpleNamespace(remote=lambda: f"{name}{next(calls)}"))
+
+    f = FileJob("in.mp4", "out.mkv")
+    f.results = {0: {"frames": 100}}
+    key = f"{id(f)}:"  # the driver's segment keys
+    job = ClusterJob.__new__(ClusterJob)  # only the state _frames_done reads
+    job.ray, job.files = FakeRay(), [f]
+    busy = _Worker(actor("a"), {}, busy=True, progress_ref="a1")
+    slow = _Worker(actor("b"), {}, busy=True, progress_ref="b1", partial=(key + "2", 7))
+    job.workers = [busy, slow]
+    inflight = {"r1": (busy, f, SimpleNamespace(index=1)), "r2": (slow, f, SimpleNamespace(index=2))}
+    answers["a1"] = (key + "1", 30)  # a answered (30 frames of segment 1); b has not: its last answer stands
+    assert job._frames_done(inflight) == 100 + 30 + 7
+    assert busy.progress_ref == "a2" and slow.progress_ref == "b1"  # asked again only once answered
+    busy.busy = False
+    del inflight["r1"]
+    f.results[1] = {"frames": 40}  # segment 1 recorded: its last partial no longer counts
+    answers["a2"] = (key + "1", 40)
+    assert job._frames_done(inflight) == 100 + 40 + 7

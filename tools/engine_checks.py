@@ -62,7 +62,7 @@ def degraded_clip(source: Path, dst: Path, scale: int, frames: int = 6) -> tuple
     Returns the originals' Y planes (cropped, float64) and the PSNR of bicubic upscaling
     (``cv2.resize`` of ``dst``'s decoded Y planes) against them.
     """
-    originals, lows = [], []
+    originals = []
     with av.open(str(source)) as src, av.open(str(dst), "w") as out:
         stream = out.add_stream("ffv1", rate=30)
         for i, frame in enumerate(src.decode(video=0)):

@@ -126,10 +126,11 @@ def ladders(config: PipelineConfig, explicit: frozenset[str] | set[str]) -> Ladd
 
 def _int8_cost(model: str, scale: int) -> str:
     """The shipped int8 file's measured loss against fp32 on the real clip, as a phrase ('' if unknown)."""
-    from .quantize import load_int8, shipped_int8
+    from .models import read_weights
+    from .quantize import shipped_int8
 
-    try:
-        quality = load_int8(shipped_int8(model, scale))[1].get("quality") or {}
+    try:  # the metadata only: no network built
+        quality = read_weights(shipped_int8(model, scale))[1].get("quality") or {}
         return f" ({quality['clip_delta']:+.2f} dB on a real clip)"
     except Exception:  # noqa: BLE001 - the note is a courtesy; the run goes on without it
         return ""

@@ -198,8 +198,7 @@ class ClusterJob:
                     continue
                 per = min(self.ex.cpus_per_worker, int(cpus))
                 shapes += [(n["NodeID"], {"num_cpus": per, "num_gpus": 0})] * max(1, int(cpus // per))
-        segments = sum(len(j.plan) - len(j.store.done()) for j in self.files if j.error is None and j.store)
-        return shapes[:max(1, segments)]
+        return shapes[:max(1, len(self._pending()))]
 
     def _worker_config(self, resources: dict[str, float]) -> dict[str, Any]:
         import dataclasses
