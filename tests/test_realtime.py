@@ -221,6 +221,22 @@ def test_realtime_probe_measures_for_real(tmp_path: Path) -> None:
     assert info["frames"] == 12 and info["audio"]  # the probe's dropped audio is only for its own timing
 
 
+def test_realtime_probe_discards_the_first_encode(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The process's first encode pays one-time costs; the probe times a second one, and warms up only once."""
+    clip = make_clip(tmp_path / "in.mp4", frames=6, rate=24)
+    calls: list[tuple[int, str | None]] = []
+
+    def fake_encode(pipe, source, dst, frames, lumas, encoder=None):  # noqa: ANN001, ANN202
+        calls.append((len(frames), encoder.preset))
+        return 1.0 if len(calls) == 1 else 50.0 + len(calls)
+
+    monkeypatch.setattr(rt, "measure_encode", fake_encode)
+    with rt.FrameProbe(clip, PipelineConfig().replace({"model.scale": 2}), frames=4) as p:
+        assert p.encode_fps("ultrafast") == 52.0 and p.encode_fps("veryfast") == 53.0
+        assert p.encode_fps("ultrafast") == 52.0  # memoised
+    assert calls == [(rt._WARM_UP, "ultrafast"), (4, "ultrafast"), (4, "veryfast")]
+
+
 # -- the stage that held a slow run back --------------------------------------------------------------
 def _report(busy: dict[str, float], factor: float = 0.5, model: str = "espcn", precision: str = "bf16") -> RunReport:
     stages = {k: StageReport(frames=10, busy_s=v, fps=10 / v, busy_fraction=v) for k, v in busy.items()}
