@@ -141,7 +141,7 @@ def test_nothing_keeps_up_takes_the_fastest_and_says_so() -> None:
     c = choice.candidate
     assert (c.model, c.precision, c.preset) == ("espcn-fast", "int8", "ultrafast") and choice.keeps_up is False
     assert len(choice.tried) == 4  # each model's precisions at ultrafast: slower presets cannot be faster
-    assert "nothing keeps up with the 30.00 fps source" in choice.line() and "fastest" in choice.line()
+    assert "nothing is predicted to keep up with the 30.00 fps source" in choice.line() and "fastest" in choice.line()
 
 
 def test_decode_and_cuda_rules() -> None:
@@ -194,7 +194,7 @@ def test_cli_realtime_leaves_explicit_flags_and_yaml_alone(tmp_path: Path, fake_
     err = capsys.readouterr().err
     data = json.loads(report.read_text())
     assert data["model"] == "espcn" and data["realtime"]["preset"] == "slow"  # neither could change
-    assert data["realtime"]["keeps_up"] is False and "nothing keeps up" in err
+    assert data["realtime"]["keeps_up"] is False and "nothing is predicted to keep up" in err
     assert "kept as set: model.name, encoder.preset" in err
 
 

@@ -6,7 +6,9 @@ pipeline stages the run will use (:func:`vsr.pipeline.measure_infer` and
 may choose, the encode stage for each encoder preset. From those it predicts the run's
 speed as the bench does (:func:`vsr.pipeline.bound_fps`) and takes the first candidate,
 in order of quality, predicted to reach the source's frame rate with a margin
-(:data:`HEADROOM`). Quality goes in this order, the cheapest loss first:
+(:data:`HEADROOM`). The prediction errs low: on CPU it adds the stages' times as if they could not
+overlap, and 8 frames time an encoder's start and flush along with its frames (2-core Xeon,
+no AMX: predicted 26-47 fps, runs 49-66 fps). Quality goes in this order, the cheapest loss first:
 
 1. precision, from ``auto``'s choice on (:func:`vsr.engine.precision_candidates`: bf16
    then any faster one on CPUs with native bf16; int8 joins when the engine offers it);
@@ -21,7 +23,7 @@ in order of quality, predicted to reach the source's frame rate with a margin
 
 It starts from the configuration and only ever trades quality for speed: a key the
 user set (a flag, an argument of :func:`vsr.upscale_video`, or a key present in the
-``--config`` file) is never changed. When nothing keeps up, the fastest candidate is
+``--config`` file) is never changed. When nothing is predicted to keep up, the fastest candidate is
 chosen and the line says so. Measurements are memoised, so the probe times only what
 the search reaches: with 8 frames of 640x360 x3 about a second, more when it must go
 far down the list.
@@ -192,8 +194,9 @@ class Choice:
             why = f"; the next better setting, {up.label}, {up.fps:.1f} fps" if up else ""
             return (f"realtime: {c.label}: {c.fps:.1f} fps predicted {speeds} {on}, for a "
                     f"{self.source_fps:.2f} fps source ({ratio:.2f}x){self._last_resort_note(c)}{why}{kept}")
-        return (f"realtime: nothing keeps up with the {self.source_fps:.2f} fps source on this machine; chose the "
-                f"fastest, {c.label}: {c.fps:.1f} fps predicted {speeds} {on} ({ratio:.2f}x){kept}")
+        return (f"realtime: nothing is predicted to keep up with the {self.source_fps:.2f} fps source on this machine "
+                f"(a cautious prediction: the stages' times alone, added); chose the fastest, {c.label}: "
+                f"{c.fps:.1f} fps predicted {speeds} {on} ({ratio:.2f}x){kept}")
 
     def _last_resort_note(self, c: Candidate) -> str:
         if self.ladders is None or c.precision not in self.ladders.last_resort.get(c.model, ()):
