@@ -61,7 +61,7 @@ def breakdown(net: Int8CpuNet, x: torch.Tensor, repeats: int) -> dict[str, float
                  lambda: q(y, 1.0, xzp_f, w_f, s_f, net._zeros(len(s_f)), b_f, [1, 1], pad_f, [1, 1], 1, 1.0, 0,
                            torch.float32, act, [], ""))
         if net.kind == "tanh":
-            step("tanh in fp32", lambda: y.tanh_())
+            step("tanh in fp32 (as sigmoid(2z) - 1/2)", lambda: y.sigmoid_().sub_(0.5))
         out = step(f"layer {n + 1}: fp32 conv", lambda: torch.ops.mkldnn._convolution_pointwise(
             y, w_last, b_last, pad_last, [1, 1], [1, 1], 1, "hardtanh", bounds, ""))
         planes = step("periodic shuffle + integer copy", lambda: write_shuffled(out, net.scale, torch.uint8))
