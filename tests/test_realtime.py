@@ -180,6 +180,7 @@ def test_cli_realtime_chooses_and_says_what(tmp_path: Path, fake_probe_speeds: N
     data = json.loads(report.read_text())
     assert data["model"] == "espcn-fast" and data["realtime"]["preset"] == "ultrafast"
     assert data["realtime"]["probe_frames"] == 8 and data["realtime"]["keeps_up"] is True
+    assert data["encoder"] == {"codec": "libx264", "preset": "ultrafast", "crf": 18}  # what the video got
     assert probe(out)["frames"] == 10
 
 
@@ -194,6 +195,7 @@ def test_cli_realtime_leaves_explicit_flags_and_yaml_alone(tmp_path: Path, fake_
     err = capsys.readouterr().err
     data = json.loads(report.read_text())
     assert data["model"] == "espcn" and data["realtime"]["preset"] == "slow"  # neither could change
+    assert data["encoder"]["preset"] == "slow"
     assert data["realtime"]["keeps_up"] is False and "nothing is predicted to keep up" in err
     assert "kept as set: model.name, encoder.preset" in err
 

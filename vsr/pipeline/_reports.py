@@ -46,6 +46,7 @@ class RunReport:
     # Per item besides the picture (streams, chapters, timecode, tags): item, kind, action, reason, stream.
     streams: tuple[dict[str, Any], ...] = ()
     realtime: dict[str, Any] | None = None  # speed: realtime: what was measured and chosen (vsr.realtime)
+    encoder: dict[str, Any] | None = None  # the video encoder as it ran: codec, preset, crf
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
