@@ -280,6 +280,7 @@ def test_resumed_run_carries_as_a_plain_one(src: str, out: str, sources: dict[st
         p.run(sources[src], dst, resume=True, progress=crash)
     report = p.run(sources[src], dst, resume=True)
     assert any("finished segment(s) kept" in n for n in report.notes)
+    assert report.encoder is not None and report.encoder["codec"] == "libx264"  # the segments' encoder
     assert_carried(sources[src], dst, report.notes)
     plain = tmp_path / f"plain.{out}"
     p.run(sources[src], plain)

@@ -433,6 +433,16 @@ class SegmentedWriter:
                              f"finished segment(s) kept from an earlier run")
 
     # -- writing -------------------------------------------------------------------------------
+    @property
+    def video_codec(self) -> str:
+        """The video encoder the segments are written with (the joined file copies their packets)."""
+        return self.final.video_codec
+
+    @property
+    def encoder(self) -> EncoderConfig:
+        """The segments' encoder settings: the run's, video only."""
+        return self._segment_encoder
+
     def output_format(self, width: int, height: int, pix_fmt: str) -> str:
         return self.final.output_format(width, height, pix_fmt)
 
