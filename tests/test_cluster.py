@@ -286,6 +286,7 @@ def test_a_bad_input_among_good_ones(ray_cluster, clips, tmp_path: Path, random_
 
     report = json.loads((tmp_path / "r.json").read_text())
     assert [f["status"] for f in report["files"]] == ["ok", "failed", "ok"]
+    assert report["files"][0]["encoder"] == {"codec": "libx264", "preset": "medium", "crf": 18}  # the segments'
     assert report["total"]["failed"] == 1 and report["failed"] == [str(bad)]
     node = next(iter(report["nodes"].values()))
     assert {"frames", "segments", "busy_s", "retries", "fps"} <= set(node)

@@ -133,9 +133,9 @@ def runs_table(reports: list[tuple[Path, dict[str, Any]]]) -> str:
             probe = (f"{rt['probe_frames']} frames, {rt['probe_s']:.1f} s; predicted {rt['predicted_fps']:.1f} fps"
                      + ("" if rt["keeps_up"] else " (nothing kept up: the fastest)"))
         else:
-            enc = r.get("encoder") or {}  # reports before 2026-12-02 (session 8) do not name their preset
-            preset = enc.get("preset", PipelineConfig().encoder.preset)
-            what = "default" if preset == PipelineConfig().encoder.preset else "given"
+            default = PipelineConfig().encoder.preset
+            preset = (r.get("encoder") or {}).get("preset", default)  # reports before session 8 name none
+            what = "default" if preset == default else "given"
             settings = f"{what}: {r['model']} {r['precision']} {preset}"
             probe = "–"
         busy = " / ".join(f"{r['stages'][k]['busy_fraction']:.2f}" for k in ("decode", "infer", "encode"))

@@ -439,9 +439,9 @@ class SegmentedWriter:
         return self.final.video_codec
 
     @property
-    def encoder(self) -> EncoderConfig:
-        """The segments' encoder settings: the run's, video only."""
-        return self._segment_encoder
+    def encoder_settings(self) -> dict[str, Any]:
+        """The segments' codec, preset and crf: the joined file's (it copies their packets)."""
+        return self.final.encoder_settings
 
     def output_format(self, width: int, height: int, pix_fmt: str) -> str:
         return self.final.output_format(width, height, pix_fmt)

@@ -476,7 +476,7 @@ class ClusterJob:
             output_size=(info.width * scale, info.height * scale), stages=stages,
             latency_ms={"p50": p50[len(p50) // 2] if p50 else 0.0,
                         "p95": max((r["latency_ms"]["p95"] for r in results), default=0.0)},
-            notes=tuple(notes))
+            notes=tuple(notes), encoder=results[0]["encoder"] if results else None)
 
     # -- stopping --------------------------------------------------------------------------
     def cancel(self) -> None:

@@ -87,7 +87,7 @@ class SegmentWorker:
         return {"key": key, "index": segment.index, "frames": report.frames, "busy_s": time.perf_counter() - t0,
                 "node": self.node, "pid": os.getpid(), "device": report.device, "precision": report.precision,
                 "stages": {k: (v.frames, v.busy_s) for k, v in report.stages.items()},
-                "latency_ms": report.latency_ms}
+                "latency_ms": report.latency_ms, "encoder": report.encoder}
 
     def cleanup(self) -> None:
         shutil.rmtree(self.cache, ignore_errors=True)

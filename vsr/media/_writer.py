@@ -12,6 +12,7 @@ import uuid
 from dataclasses import dataclass
 from fractions import Fraction
 from pathlib import Path
+from typing import Any
 
 import av
 
@@ -309,6 +310,13 @@ class VideoWriter:
         if self.y4m:
             return "rawvideo"
         return _hwcodec.CPU_DEFAULT if self.encoder.codec == _hwcodec.AUTO else self.encoder.codec
+
+    @property
+    def encoder_settings(self) -> dict[str, Any]:
+        """The video encoder as it runs, for a run's report: codec, preset, crf (None for raw Y4M frames)."""
+        raw = self.y4m
+        return {"codec": self.video_codec, "preset": None if raw else self.encoder.preset,
+                "crf": None if raw else self.encoder.crf}
 
     def _open_video(self, frame: av.VideoFrame) -> av.video.stream.VideoStream:
         info = self.reader.info if self.reader is not None else self.source

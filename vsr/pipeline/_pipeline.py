@@ -364,5 +364,5 @@ class Pipeline:
             lost_packets=reader.lost_packets,
             notes=tuple(notes),
             streams=tuple(writer.carry.to_report()),
-            encoder={"codec": writer.video_codec, "preset": writer.encoder.preset, "crf": writer.encoder.crf},
+            encoder=writer.encoder_settings,
         )
