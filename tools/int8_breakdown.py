@@ -4,10 +4,13 @@ The steps are the engine's own calls, in its order, on a real frame (stream-of-w
 the size); the last row times the engine's whole call on the same frame, and the steps' output
 is checked to equal it bit for bit, so that the breakdown cannot drift from the engine. Medians
 over ``--repeats`` after 5 warm-up rounds. ``--tiles``: the engine (``LumaUpscaler``) on whole
-frames against cache tiles of each given side, same frames, same medians::
+frames against cache tiles of each given side, same frames, same medians. ``--alternatives``: the
+ways around the engine's slow steps that were measured and not taken (docs/PERFORMANCE.md, session 8),
+each beside the step it would replace, same frame, same medians::
 
     python tools/int8_breakdown.py --model espcn --scale 3 --size 640x360 --threads 2 --json out.json
     python tools/int8_breakdown.py --tiles 64,128,192,256,320
+    python tools/int8_breakdown.py --alternatives
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ import statistics
 import sys
 import time
 from pathlib import Path
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any, Callable
 
 import cv2
@@ -25,12 +29,13 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
+from bench_backends import fps_of  # noqa: E402
 from bench_int8 import _frames  # noqa: E402
 from vsr.bench import machine_info  # noqa: E402
 from vsr.engine._fused_bf16 import write_shuffled  # noqa: E402
 from vsr.engine import LumaUpscaler  # noqa: E402
 from vsr.engine._int8 import Int8CpuNet  # noqa: E402
-from vsr.quantize import load_int8, shipped_int8  # noqa: E402
+from vsr.quantize import load_int8, quantized_weight, shipped_int8  # noqa: E402
 
 
 def breakdown(net: Int8CpuNet, x: torch.Tensor, repeats: int) -> dict[str, float]:
@@ -53,7 +58,7 @@ def breakdown(net: Int8CpuNet, x: torch.Tensor, repeats: int) -> dict[str, float
                      lambda: q(y, 1.0, xzp, w, ws, net._zeros(len(ws)), b, [1, 1], pad, [1, 1], 1, 1.0, ozp, None,
                                act, [], ""))
             if net._tables:
-                codes = y.permute(0, 2, 3, 1).numpy().reshape(-1, y.shape[3], y.shape[1])
+                codes = _hwc(y)
                 step(f"tanh of layer {i + 1}'s codes (cv2.LUT, per-channel tables)",
                      lambda: cv2.LUT(codes, net._tables[i], dst=codes))
         n = len(coded) + 1
@@ -89,6 +94,107 @@ def tiles(model: object, frames: list[torch.Tensor], sides: list[int], repeats: 
     return {("whole frame" if side == 0 else f"tiles of {side}"): statistics.median(v) for side, v in times.items()}
 
 
+def _hwc(codes: torch.Tensor) -> Any:
+    """uint8 codes in channels_last memory as the (N*h, w, C) array ``cv2.LUT`` takes: a view."""
+    return codes.permute(0, 2, 3, 1).numpy().reshape(-1, codes.shape[3], codes.shape[1])
+
+
+def _median_ms(f: Callable[[], Any], repeats: int) -> float:
+    """Median ms of ``f`` over ``repeats`` calls after a warm-up (:func:`bench_backends.fps_of`)."""
+    return 1000.0 / fps_of(f, repeats)
+
+
+def alternatives(net: Int8CpuNet, frames: list[torch.Tensor], repeats: int) -> dict[str, float]:
+    """ms of each step the engine takes against the alternatives measured for it (tanh models)."""
+    q, pw = torch.ops.onednn.qconv2d_pointwise, torch.ops.mkldnn._convolution_pointwise
+    x = frames[0].contiguous(memory_format=torch.channels_last)
+    (first, *_, last_hidden), (w_last, b_last, pad_last, bounds) = net._pack(255, list(x.shape))
+    w1, ws1, b1, pad1, zp1, ozp1 = first
+    wf, sf, bf, padf, zpf, _ = last_hidden
+    table = net._tables[0]
+
+    def layer1() -> torch.Tensor:  # the engine's layer 1 and its table pass
+        codes = q(x, 1.0, zp1, w1, ws1, net._zeros(len(ws1)), b1, [1, 1], pad1, [1, 1], 1, 1.0, ozp1, None,
+                  "none", [], "")
+        cv2.LUT(_hwc(codes), table, dst=_hwc(codes))
+        return codes
+
+    codes = layer1()
+    view = _hwc(codes)
+    z = q(codes, 1.0, zpf, wf, sf, net._zeros(len(sf)), bf, [1, 1], padf, [1, 1], 1, 1.0, 0, torch.float32,
+          "none", [], "")  # the last hidden layer's output (with the engine's 2 folded in)
+    ms: dict[str, float] = {}
+    # the last hidden layer's activation
+    ms["tanh_ in fp32 (before session 8)"] = _median_ms(lambda: z.clone().tanh_(), repeats)
+    ms["sigmoid_ in fp32 (the engine)"] = _median_ms(lambda: z.clone().sigmoid_(), repeats)
+    ms["a copy of that tensor (in each of the two rows above)"] = _median_ms(lambda: z.clone(), repeats)
+    # the last layer: fp32 (the engine) against bf16 weights and activations, output value - 128
+    a = z.clone().sigmoid_().sub_(0.5)
+    out32 = pw(a, w_last, b_last, pad_last, [1, 1], [1, 1], 1, "hardtanh", bounds, "")
+    conv3 = net._model.convs()[-1]
+    w16 = (conv3.weight.detach().float() * 255).to(torch.bfloat16).contiguous(memory_format=torch.channels_last)
+    w16 = torch.ops.mkldnn._reorder_convolution_weight(w16, list(conv3.padding), [1, 1], [1, 1], 1, list(a.shape))
+    b16 = conv3.bias.detach().float() * 255 + 0.5 - 128
+    t16 = torch.tanh(z / 2).to(torch.bfloat16)  # the fp32 activation, not halved, in bf16
+
+    def bf16() -> torch.Tensor:
+        return pw(t16, w16, b16, list(conv3.padding), [1, 1], [1, 1], 1, "hardtanh", [-128.0, 127.49], "")
+
+    ms["last layer, fp32 (the engine)"] = _median_ms(lambda: pw(a, w_last, b_last, pad_last, [1, 1], [1, 1], 1,
+                                                                "hardtanh", bounds, ""), repeats)
+    ms["last layer, bf16"] = _median_ms(bf16, repeats)
+    diff = (bf16().float() + 128 - out32).abs()
+    ms["  bf16 against fp32: mean |difference|, output levels"] = diff.mean().item()
+    ms["  bf16 against fp32: max |difference|, output levels"] = diff.max().item()
+    # layer 1 and its table
+    ms["layer 1 conv + table (the engine)"] = _median_ms(layer1, repeats)
+    ms["table alone, one call (cv2 runs it on one thread under 2^18 pixels)"] = _median_ms(
+        lambda: cv2.LUT(view, table, dst=view), repeats)
+    taller = view[torch.arange(410 * view.shape[0] // 360) % view.shape[0]].copy()  # just over 2^18 pixels
+    ms[f"table alone, one call on {len(taller)} rows instead of {len(view)} (over 2^18 pixels)"] = _median_ms(
+        lambda: cv2.LUT(taller, table, dst=taller), repeats)
+    halves = [view[: len(view) // 2], view[len(view) // 2:]]
+    with ThreadPoolExecutor(2) as pool:
+        ms["table alone, two halves on two Python threads"] = _median_ms(
+            lambda: list(pool.map(lambda h: cv2.LUT(h, table, dst=h), halves)), repeats)
+    conv = net._model.convs()[0]
+    wq, wsq = quantized_weight(conv.weight.detach() / 255)
+    wsq2 = (wsq * 2).contiguous()
+    wp = torch.ops.onednn.qconv_prepack(wq.contiguous(memory_format=torch.channels_last), wsq2, 1.0, 0, [1, 1],
+                                        list(conv.padding), [1, 1], 1, None)
+    b2 = (conv.bias.detach().float() * 2).contiguous()
+    step = torch.tanh(127 * net._model.scales[0]) / 127
+    gain, offset = (2 / step).reshape(1, -1, 1, 1), (128 - 1 / step).reshape(1, -1, 1, 1)
+
+    def float_tanh() -> torch.Tensor:  # layer 1 in fp32, tanh of the exact pre-activation, coded in float passes
+        y = q(x, 1.0, 0, wp, wsq2, net._zeros(len(wsq2)), b2, [1, 1], list(conv.padding), [1, 1], 1, 1.0, 0,
+              torch.float32, "none", [], "")
+        return y.sigmoid_().mul_(gain).add_(offset).round_().to(torch.uint8)
+
+    ms["layer 1 in fp32 + tanh and coding in float passes"] = _median_ms(float_tanh, repeats)
+    h, w = x.shape[2], x.shape[3]
+    padded = torch.nn.functional.pad(frames[0][0, 0], (2, 2, 2, 2))  # 0 is the plane's zero point
+
+    def im2col() -> torch.Tensor:  # the 5x5 neighbourhoods of the plane as 25 uint8 columns, one row a pixel
+        return torch.stack([padded[dy:dy + h, dx:dx + w] for dy in range(5) for dx in range(5)], -1).reshape(-1, 25)
+
+    ms["im2col of the plane for layer 1 (25 uint8 columns)"] = _median_ms(im2col, repeats)
+    cols = im2col()
+    lin = torch.ops.onednn.qlinear_prepack(wq.reshape(64, 25).contiguous(), list(cols.shape))
+    for attr in ("none", "tanh"):  # per-tensor output codes: timing only, not the shipped scheme's numbers
+        ms[f"layer 1 as an int8 linear on those columns, post-op {attr}"] = _median_ms(
+            lambda: torch.ops.onednn.qlinear_pointwise(cols, 1.0, 0, lin, wsq2, net._zeros(64), b2, 1 / 127.5,
+                                                       128, None, attr, [], ""), repeats)
+    # two frames a call (more pixels per table pass) against one, through the engine vsr runs
+    engine = LumaUpscaler(net._model, dtype=torch.bfloat16, int8=True)
+    pairs = [torch.cat(frames[i:i + 2]) for i in range(0, len(frames) - 1, 2)]
+    ms["engine, one frame a call (ms a frame)"] = _median_ms(lambda: [engine(f, 255) for f in frames],
+                                                            repeats) / len(frames)
+    ms["engine, two frames a call (ms a frame)"] = _median_ms(lambda: [engine(f, 255) for f in pairs],
+                                                             repeats) / (2 * len(pairs))
+    return ms
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="espcn")
@@ -97,6 +203,8 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--repeats", type=int, default=20)
     p.add_argument("--tiles", metavar="SIDES", help="comma-separated LR tile sides to time against whole frames")
+    p.add_argument("--alternatives", action="store_true",
+                   help="time the alternatives to the engine's slow steps that were measured and not taken")
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -111,6 +219,16 @@ def main() -> None:
             print(f"{v:7.2f} ms  {k}")
         return
     net = Int8CpuNet(model)
+    if args.alternatives:
+        if net.kind != "tanh":
+            sys.exit(f"int8_breakdown: --alternatives are for tanh models; {args.model} uses {net.kind}")
+        repeats = max(5, args.repeats // 2)
+        ms = alternatives(net, _frames(width, height, 4), repeats)
+        for k, v in ms.items():
+            print(f"{v:7.2f} {'' if k.startswith('  ') else 'ms'}  {k}")
+        if args.json:
+            _write_json(args, repeats, {"alternatives_ms": ms})
+        return
     x = _frames(width, height, 1)[0].contiguous(memory_format=torch.channels_last)
     ms = breakdown(net, x, args.repeats)
     steps = sum(v for k, v in ms.items() if not k.startswith("whole"))
@@ -118,9 +236,13 @@ def main() -> None:
         print(f"{v:7.2f} ms  {k}")
     print(f"{steps:7.2f} ms  sum of the steps")
     if args.json:
-        Path(args.json).write_text(json.dumps({"machine": machine_info(), "model": args.model, "scale": args.scale,
-                                               "size": args.size, "threads": args.threads, "repeats": args.repeats,
-                                               "ms": ms, "sum_of_steps_ms": steps}, indent=1) + "\n")
+        _write_json(args, args.repeats, {"ms": ms, "sum_of_steps_ms": steps})
+
+
+def _write_json(args: argparse.Namespace, repeats: int, figures: dict[str, Any]) -> None:
+    Path(args.json).write_text(json.dumps({"machine": machine_info(), "model": args.model, "scale": args.scale,
+                                           "size": args.size, "threads": args.threads, "repeats": repeats,
+                                           **figures}, indent=1) + "\n")
 
 
 if __name__ == "__main__":

@@ -19,9 +19,9 @@ No weights change and nothing trains, so each row is the same file::
 from __future__ import annotations
 
 import argparse
+import functools
 import sys
 from pathlib import Path
-from typing import Callable
 
 import torch
 
@@ -33,24 +33,11 @@ import vsr.quantize as quantize  # noqa: E402
 from int8_calibration_variants import deltas  # noqa: E402
 from vsr.models import create_model  # noqa: E402
 
-Activation = Callable[[torch.Tensor, str, torch.Tensor], torch.Tensor]
-
-
-def _without_pre_activation_code(z: torch.Tensor, kind: str, scale: torch.Tensor) -> torch.Tensor:
-    s = scale.to(z)[:, None, None]
-    a = torch.tanh((z / s).clamp(-128, 127) * s) / quantize.output_step(kind, s)
-    return torch.round(a).clamp(-127, 127)
-
-
-def _without_activation_code(z: torch.Tensor, kind: str, scale: torch.Tensor) -> torch.Tensor:
-    s = scale.to(z)[:, None, None]
-    return torch.tanh(torch.round(z / s).clamp(-128, 127) * s) / quantize.output_step(kind, s)
-
-
-ROWS: dict[str, Activation] = {
-    "as shipped": quantize.fake_activation,
-    "without the pre-activation code": _without_pre_activation_code,
-    "without the activation code": _without_activation_code,
+# row -> the keywords of vsr.quantize.fake_activation it runs with
+ROWS: dict[str, dict[str, bool]] = {
+    "as shipped": {},
+    "without the pre-activation code": {"code_input": False},
+    "without the activation code": {"code_output": False},
 }
 
 
@@ -59,7 +46,8 @@ def main() -> None:
     ap.add_argument("model", help="MODEL:SCALE of a shipped tanh model with an int8 file, e.g. espcn:3")
     ap.add_argument("--threads", type=int, default=1)
     args = ap.parse_args()
-    name, scale = args.model.split(":")[0], int(args.model.split(":")[1])
+    name, _, scale_text = args.model.partition(":")
+    scale = int(scale_text)
     torch.set_num_threads(args.threads)
     int8_file = quantize.shipped_int8(name, scale)
     if int8_file is None:
@@ -70,8 +58,9 @@ def main() -> None:
     fp32 = create_model(name, scale=scale).eval()
     shipped = quantize.fake_activation
     try:
-        for label, activation in ROWS.items():
-            quantize.fake_activation = activation  # QuantESPCN.forward looks it up in the module at each call
+        for label, switches in ROWS.items():
+            # QuantESPCN.forward looks fake_activation up in its module at each call
+            quantize.fake_activation = functools.partial(shipped, **switches)
             with torch.no_grad():
                 d = deltas(fp32, int8, scale)
             print(f"{name} x{scale} {label}: " + ", ".join(f"{k} {v:+.3f}" for k, v in d.items()), flush=True)

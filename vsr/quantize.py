@@ -106,13 +106,21 @@ def output_step(kind: str, scale: torch.Tensor) -> torch.Tensor:
     return torch.tanh(127 * scale) / 127 if kind == "tanh" else scale
 
 
-def fake_activation(z: torch.Tensor, kind: str, scale: torch.Tensor) -> torch.Tensor:
-    """A hidden layer's activation codes from its pre-activation ``z`` (N, C, h, w), as the engine computes them."""
+def fake_activation(z: torch.Tensor, kind: str, scale: torch.Tensor, *, code_input: bool = True,
+                    code_output: bool = True) -> torch.Tensor:
+    """A hidden layer's activation codes from its pre-activation ``z`` (N, C, h, w), as the engine computes them.
+
+    ``code_input`` / ``code_output`` (tanh only; both True in the scheme): round the pre-activation to the
+    8-bit code the engine's table reads, and the activation to its code. ``tools/int8_noise_sources.py``
+    turns one off at a time to see what each rounding costs.
+    """
     s = scale.to(z)[:, None, None]
     if kind == "tanh":
-        k = _ste(z / s, torch.round(z / s).clamp(-128, 127))
+        k = (z / s).clamp(-128, 127)
+        if code_input:
+            k = _ste(z / s, torch.round(z / s).clamp(-128, 127))
         a = torch.tanh(k * s) / output_step(kind, s)
-        return _ste(a, torch.round(a).clamp(-127, 127))
+        return _ste(a, torch.round(a).clamp(-127, 127)) if code_output else a
     a = torch.relu(z) / s
     return _ste(a, torch.round(a).clamp(0, 255))
 

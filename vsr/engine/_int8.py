@@ -19,8 +19,9 @@ AVX512-VNNI / AVX-VNNI, or AMX-INT8 where the CPU has it.
   tanh in place in fp32 over its 32 (espcn) channels, as ``sigmoid(2z) - 1/2 = tanh(z) / 2``: the 2
   in the weight scales and bias, the 1/2 in the last layer's weights (both exact, powers of two), and
   a zero-padded border still means tanh = 0. PyTorch's ``tanh_`` is the slow one of the two on AMD
-  Zen 4: 12.8 ms against 3.3 ms for ``sigmoid_`` on this layer's output (espcn x3 640x360, 2 threads),
-  and the subtraction is a 0.5 ms pass. The last layer is an fp32 oneDNN
+  Zen 4: 12.8 ms on this layer's output against 3.5 ms for ``sigmoid_`` and the subtraction (espcn x3
+  640x360, 2 threads; ``tools/int8_breakdown.py``, and ``--alternatives`` for the two side by side).
+  The last layer is an fp32 oneDNN
   convolution on that (weights reordered once, ``max_value`` folded in, ``+ 0.5`` in the bias,
   the clamp as its hardtanh post-op); the truncating integer copy rounds, as the fp32 path
   rounds, and the periodic shuffle and the integer conversion are one strided copy. Against
