@@ -17,6 +17,18 @@ torch.set_num_threads(min(2, os.cpu_count() or 1))
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs CUDA")
 
 
+def _fused_bf16_runs() -> bool:
+    """Whether oneDNN runs the fused bf16 convolutions here: they need AVX512 (BW/VL/DQ) or AVX-NE-CONVERT, so an
+    AVX2-only CPU (e.g. AMD Zen 3) takes the plain module path, as vsr does there (LumaUpscaler._checked)."""
+    from vsr.engine import LumaUpscaler
+    from vsr.models import create_model
+
+    return LumaUpscaler(create_model("espcn-fast", scale=2, weights=None), device="cpu", dtype=torch.bfloat16).fused
+
+
+fused_bf16 = pytest.mark.skipif(not _fused_bf16_runs(), reason="oneDNN has no bf16 convolutions on this CPU")
+
+
 def _devices() -> list[str]:
     return ["cpu", "cuda"] if torch.cuda.is_available() else ["cpu"]
 

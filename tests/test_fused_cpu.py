@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 
+from conftest import fused_bf16
 from vsr.engine import LumaUpscaler
 from vsr.models import create_model
 
@@ -46,6 +47,7 @@ def test_fused_fp32_equals_the_module(luma: np.ndarray, max_value: int) -> None:
     assert (got == ref).double().mean().item() > 0.995
 
 
+@fused_bf16
 @pytest.mark.parametrize("model,scale", [("espcn", 3), ("espcn-fast", 2)])
 @pytest.mark.parametrize("max_value", [255, 1023, 4095])
 def test_fused_bf16_is_unbiased_and_close_to_fp32(luma: np.ndarray, max_value: int, model: str, scale: int) -> None:
@@ -58,7 +60,7 @@ def test_fused_bf16_is_unbiased_and_close_to_fp32(luma: np.ndarray, max_value: i
     assert ((got >= 0) & (got <= max_value)).all()
 
 
-@pytest.mark.parametrize("dtype", [torch.bfloat16, torch.float32])
+@pytest.mark.parametrize("dtype", [pytest.param(torch.bfloat16, marks=fused_bf16), torch.float32])
 def test_large_frames_are_cache_tiled_with_the_same_result(dtype: torch.dtype, monkeypatch) -> None:
     """tile=0 still tiles a 960x540 frame on the fused path (for cache locality), bit-identically."""
     up = LumaUpscaler(create_model("espcn", scale=2), device="cpu", dtype=dtype)

@@ -87,7 +87,8 @@ def conditions(results: list[dict[str, Any]]) -> str:
     for r in results:
         m, o = r["machine"], r["options"]
         lines.append(
-            f"- `{r['cases'][0]['model']}` run: {r['started_utc']}, {r['seconds']:.0f} s; {m['cpu']}, "
+            f"- `{r['cases'][0]['model']}` run: {r['started_utc']}, {r['seconds']:.0f} s; {m['cpu']}"
+            + (f" (family/model {m['cpu_family_model']})" if m.get("cpu_family_model") else "") + ", "
             f"{m['usable_cores']} cores ({', '.join(m['cpu_flags'])}); torch {m['torch']}, PyAV {m['pyav']}, "
             f"OpenCV {m['opencv']}; "
             + (f"**oneDNN capped to {m['onednn_max_cpu_isa']}** (no AMX); " if m.get("onednn_max_cpu_isa") else "")

@@ -158,13 +158,21 @@ def _gpu_name(device: str | torch.device | None) -> str | None:
 def machine_info(device: str | torch.device | None = None) -> dict[str, Any]:
     """What the figures depend on: CPU, cores, the instruction sets that matter, library versions, the GPU of ``device``."""
     model, flags = platform.processor() or "unknown", set()
+    family = number = None  # "AMD EPYC" names Zen 3 (family 25, model 1) and Zen 4 (model 17) alike
     try:
         with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
             for line in f:
-                if line.startswith("model name"):
-                    model = line.split(":", 1)[1].strip()
-                elif line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
+                key, _, value = line.partition(":")
+                key = key.strip()
+                if key == "model name":
+                    model = value.strip()
+                elif key == "cpu family" and family is None:
+                    family = value.strip()
+                elif key == "model" and number is None:
+                    number = value.strip()
+                elif key == "flags":
+                    flags = set(value.split())
+                    break
     except OSError:
         pass
     try:
@@ -173,6 +181,7 @@ def machine_info(device: str | torch.device | None = None) -> dict[str, Any]:
         usable = os.cpu_count() or 1
     info: dict[str, Any] = {
         "cpu": model,
+        "cpu_family_model": f"{family}/{number}" if family and number else None,
         "cores": os.cpu_count(),
         "usable_cores": usable,
         "cpu_flags": [f for f in _CPU_FLAGS if f in flags],
@@ -622,7 +631,8 @@ def format_table(result: dict[str, Any]) -> str:
             r = c["realtime"]
             lines.append(f"{c['case']}: --realtime chose {r['model']} {r['precision']} preset {r['preset']} "
                          f"({r['predicted_fps']:.1f} fps predicted for a {r['source_fps']:.2f} fps source)")
-    lines.append(f"machine: {m['cpu']}, {m['usable_cores']} cores [{' '.join(m['cpu_flags'])}], torch {m['torch']} "
+    family = f" (family/model {m['cpu_family_model']})" if m.get("cpu_family_model") else ""
+    lines.append(f"machine: {m['cpu']}{family}, {m['usable_cores']} cores [{' '.join(m['cpu_flags'])}], torch {m['torch']} "
                  f"({m['torch_threads']} threads)"
                  + (f", oneDNN capped to {m['onednn_max_cpu_isa']}" if m.get("onednn_max_cpu_isa") else "")
                  + f", GPU {m['gpu'] or 'none'}; load average "

@@ -54,6 +54,13 @@ def cpu_has_int8_dot() -> bool:
     return bool(set(INT8_FLAGS) & cpu_flags())
 
 
+def float_advice() -> str:
+    """What to run instead of int8 on this CPU: bf16 only where the CPU has it in hardware."""
+    if cpu_has_native_bf16():
+        return "use --precision bf16 or fp32"
+    return "use --precision fp32 (this CPU has no native bf16, so bf16 would run in software, slower than fp32)"
+
+
 def use_int8(spec: str, device: torch.device, *, ships: bool) -> bool:
     """Whether precision ``spec`` runs the int8 engine; ``ships``: the model's int8 file is there.
 
@@ -68,7 +75,7 @@ def use_int8(spec: str, device: torch.device, *, ships: bool) -> bool:
         raise DeviceError(f"precision int8 is the CPU engine; on {device.type} use fp16, bf16 or fp32 (or --device cpu)")
     if not cpu_has_int8_dot():
         raise DeviceError("precision int8 needs integer dot-product instructions, which this CPU lacks "
-                          f"(none of {', '.join(INT8_FLAGS)} in /proc/cpuinfo); use --precision bf16 or fp32")
+                          f"(none of {', '.join(INT8_FLAGS)} in /proc/cpuinfo); {float_advice()}")
     return True
 
 
@@ -79,7 +86,7 @@ def resolve_precision(spec: str, device: torch.device) -> torch.dtype:
             return torch.float16
         return torch.bfloat16 if cpu_has_native_bf16() else torch.float32
     if spec == "fp16" and device.type == "cpu":
-        raise DeviceError("precision fp16 is for CUDA; on CPU use bf16 or fp32")
+        raise DeviceError(f"precision fp16 is for CUDA; on CPU {float_advice()}")
     return _DTYPES[spec]
 
 
