@@ -19,7 +19,8 @@ from vsr.engine._int8 import Int8CpuNet
 from vsr.errors import DeviceError, WeightsError
 from vsr.evaluate import engine_upscaler, evaluate
 from vsr.models import create_model, shipped_weights
-from vsr.quantize import QuantESPCN, calibrate, file_sha256, load_int8, save_int8, shipped_int8
+from vsr.quantize import (QuantESPCN, calibrate, fake_activation, file_sha256, load_int8, save_int8, shipped_int8,
+                           tanh_table)
 
 SHIPPED = [(m, s) for m in ("espcn", "espcn-fast") for s in (2, 3, 4) if shipped_int8(m, s) is not None]
 VNNI = {"avx512f", "avx512_bf16", "avx512_vnni"}  # a Zen 4's flags, as far as vsr looks
@@ -59,6 +60,24 @@ def test_engine_computes_the_scheme_it_was_trained_for(model: str) -> None:
         want = q(x.float() / 255).mul(255).round().clamp(0, 255)
     diff = (got - want).abs()
     assert diff.max() <= 2 and (diff > 0).float().mean() < 0.005, (diff.max(), (diff > 0).float().mean())
+
+
+def test_tanh_codes_keep_the_pre_activation_step() -> None:
+    """Scheme v3: the activation is coded at the pre-activation's own step, so where tanh is nearly linear
+    the table maps each code to itself (one rounding); saturating codes shrink, monotonically, never wrap."""
+    scales = torch.tensor([1e-4, 1.2e-3, 0.012])  # largest |tanh| about 0.013, 0.15 and 0.9
+    table = tanh_table(scales)[0].astype(int) - 128  # (256, C): code k + 128 -> activation code
+    k = np.arange(-128, 128)
+    assert np.array_equal(table[:, 0], np.clip(k, -127, 127))
+    assert np.abs(table[:, 1] - np.clip(k, -127, 127)).max() <= 1
+    assert (np.diff(table, axis=0) >= 0).all() and table[-1, 2] == round(float(np.tanh(127 * 0.012)) / 0.012)
+    z = torch.linspace(-0.1, 0.1, 101)[None, :, None].expand(3, -1, 1)
+    s = scales[:, None, None]
+    a = fake_activation(z, "tanh", scales)  # what the next layer reads, in units of each channel's step
+    assert torch.equal(a, a.round()) and a.abs().max() <= 127
+    k = torch.round(z / s)
+    inside = k.abs() <= 127  # codes the table does not clamp
+    assert ((a * s - torch.tanh(k * s)).abs() <= s / 2 + 1e-7)[inside].all()
 
 
 def test_fake_quantisation_passes_gradients_straight_through() -> None:
@@ -114,6 +133,15 @@ def test_int8_file_round_trip_and_refusals(tmp_path: Path) -> None:
     torch.save(q.state_dict(), pickled)
     with pytest.raises(WeightsError, match="not an int8 file"):
         load_int8(pickled)
+    from safetensors import safe_open
+    from safetensors.torch import save_file
+
+    with safe_open(str(path), framework="pt") as f:  # the same file, stamped with an earlier scheme
+        state, header = {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata())
+    save_file(state, str(tmp_path / "old.int8.safetensors"), metadata={**header, "scheme": json.dumps("vsr-int8-v2")})
+    with pytest.raises(WeightsError, match="made for int8 scheme vsr-int8-v2, and this vsr computes vsr-int8-v3; "
+                                           "re-make it .* with vsr train --qat"):
+        load_int8(tmp_path / "old.int8.safetensors")
 
 
 # -- choosing it ----------------------------------------------------------------------------------
@@ -205,6 +233,35 @@ def test_int8_is_refused_on_a_cpu_without_the_instructions(flags, capsys: pytest
     assert len(err) == 1 and "avx512_vnni" in err[0] and err[0].startswith("vsr: error: "), err
     with pytest.raises(DeviceError, match="int8 is the CPU engine"):
         int8_model("int8", torch.device("cuda"), "espcn", 3)
+
+
+def test_the_refusal_suggests_bf16_only_where_the_cpu_has_it(flags) -> None:
+    flags({"avx2", "fma"})  # e.g. AMD Zen 3: no AVX-512, no VNNI, no bf16
+    with pytest.raises(DeviceError, match=r"lacks .*; use --precision fp32 \(this CPU has no native bf16"):
+        _precision("int8")
+    with pytest.raises(DeviceError, match=r"fp16 is for CUDA; on CPU use --precision fp32 \(this CPU"):
+        _precision("fp16")
+    flags({"avx2", "avx512f", "avx512_bf16"})  # bf16 in hardware, no VNNI
+    with pytest.raises(DeviceError, match=r"lacks .*; use --precision bf16 or fp32$"):
+        _precision("int8")
+
+
+def test_bf16_on_a_cpu_that_emulates_it_warns_once(flags, monkeypatch: pytest.MonkeyPatch) -> None:
+    from vsr.engine import _luma
+
+    said: list[str] = []
+    monkeypatch.setattr(_luma.log, "warning", lambda msg, *args: said.append(msg % args if args else msg))
+    model = create_model("espcn-fast", scale=2, weights=None)
+    for cpu, warnings in (({"avx2", "fma"}, 1), (VNNI, 0)):
+        flags(cpu)
+        _luma._warn_software_bf16.cache_clear()
+        said.clear()
+        for _ in range(2):
+            LumaUpscaler(model, dtype=torch.bfloat16, fused=False)
+        LumaUpscaler(model, dtype=torch.float32)
+        bf16 = [m for m in said if "no native bf16" in m]
+        assert len(bf16) == warnings and all("use --precision fp32" in m for m in bf16), (cpu, said)
+    _luma._warn_software_bf16.cache_clear()
 
 
 # -- quality ------------------------------------------------------------------------------------------

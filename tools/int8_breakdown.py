@@ -6,11 +6,15 @@ is checked to equal it bit for bit, so that the breakdown cannot drift from the 
 over ``--repeats`` after 5 warm-up rounds. ``--tiles``: the engine (``LumaUpscaler``) on whole
 frames against cache tiles of each given side, same frames, same medians. ``--alternatives``: the
 ways around the engine's slow steps that were measured and not taken (docs/PERFORMANCE.md, session 8),
-each beside the step it would replace, same frame, same medians::
+each beside the step it would replace, same frame, same medians. ``--ceiling``: the machine's own
+matmul throughput (a large int8 GEMM through oneDNN's int8 kernels, an fp32 ``torch.mm``) and
+what each of the model's convolutions would take at it, beside the measured steps: a floor under
+the frame time that no int8 scheme of this network beats on this CPU::
 
     python tools/int8_breakdown.py --model espcn --scale 3 --size 640x360 --threads 2 --json out.json
     python tools/int8_breakdown.py --tiles 64,128,192,256,320
     python tools/int8_breakdown.py --alternatives
+    python tools/int8_breakdown.py --ceiling
 """
 
 from __future__ import annotations
@@ -35,7 +39,7 @@ from vsr.bench import machine_info  # noqa: E402
 from vsr.engine._fused_bf16 import write_shuffled  # noqa: E402
 from vsr.engine import LumaUpscaler  # noqa: E402
 from vsr.engine._int8 import Int8CpuNet  # noqa: E402
-from vsr.quantize import load_int8, quantized_weight, shipped_int8  # noqa: E402
+from vsr.quantize import load_int8, output_step, quantized_weight, shipped_int8  # noqa: E402
 
 
 def breakdown(net: Int8CpuNet, x: torch.Tensor, repeats: int) -> dict[str, float]:
@@ -163,7 +167,7 @@ def alternatives(net: Int8CpuNet, frames: list[torch.Tensor], repeats: int) -> d
     wp = torch.ops.onednn.qconv_prepack(wq.contiguous(memory_format=torch.channels_last), wsq2, 1.0, 0, [1, 1],
                                         list(conv.padding), [1, 1], 1, None)
     b2 = (conv.bias.detach().float() * 2).contiguous()
-    step = torch.tanh(127 * net._model.scales[0]) / 127
+    step = output_step("tanh", net._model.scales[0])
     gain, offset = (2 / step).reshape(1, -1, 1, 1), (128 - 1 / step).reshape(1, -1, 1, 1)
 
     def float_tanh() -> torch.Tensor:  # layer 1 in fp32, tanh of the exact pre-activation, coded in float passes
@@ -195,6 +199,45 @@ def alternatives(net: Int8CpuNet, frames: list[torch.Tensor], repeats: int) -> d
     return ms
 
 
+def _peak_gmacs(repeats: int) -> dict[str, float]:
+    """Billions of multiply-adds a second of one large GEMM (8192 x 1024 x 1024) in the engine's two precisions:
+    int8 through oneDNN's quantised linear (uint8 x int8, int32 accumulation, fp32 out), fp32 through ``torch.mm``."""
+    m, k, n = 8192, 1024, 1024
+    g = torch.Generator().manual_seed(0)
+    x8 = torch.randint(0, 256, (m, k), dtype=torch.uint8, generator=g)
+    w8 = torch.randint(-127, 128, (n, k), dtype=torch.int8, generator=g)
+    packed = torch.ops.onednn.qlinear_prepack(w8, [m, k])
+    ws, zeros, bias = torch.full((n,), 1e-4), torch.zeros(n, dtype=torch.int64), torch.zeros(n)
+    a = torch.randn(m, k, generator=g)
+    b = torch.randn(k, n, generator=g)
+    calls = {
+        "int8": lambda: torch.ops.onednn.qlinear_pointwise(x8, 1.0, 0, packed, ws, zeros, bias, 1.0, 0,
+                                                           torch.float32, "none", [], ""),
+        "fp32": lambda: torch.mm(a, b),
+    }
+    return {name: m * k * n / (_median_ms(f, repeats) * 1e6) for name, f in calls.items()}
+
+
+def ceiling(net: Int8CpuNet, x: torch.Tensor, repeats: int) -> dict[str, Any]:
+    """Each convolution's multiply-adds at the machine's GEMM peak for the precision the engine runs it in,
+    beside the measured breakdown; the frame floor is those plus the measured non-convolution steps."""
+    peaks = _peak_gmacs(max(5, repeats // 2))
+    convs = net._model.convs()
+    pixels = x.shape[2] * x.shape[3]
+    measured = breakdown(net, x, repeats)
+    conv_rows = [k for k in measured if k.startswith("layer ")]
+    floor: dict[str, float] = {}
+    for i, (conv, row) in enumerate(zip(convs, conv_rows)):
+        precision = "fp32" if i == len(convs) - 1 else "int8"
+        gmac = pixels * conv.weight[0].numel() * conv.weight.shape[0] / 1e9
+        floor[f"{row} ({gmac:.3f} GMAC) at the {precision} peak"] = gmac / peaks[precision] * 1000
+    other = {k: v for k, v in measured.items() if k not in conv_rows and not k.startswith("whole")}
+    floor_ms = sum(floor.values()) + sum(other.values())
+    return {"peak_gmacs": peaks, "measured_ms": measured, "conv_floor_ms": floor,
+            "frame_floor_ms": floor_ms, "frame_floor_fps": 1000 / floor_ms,
+            "frame_floor_without_other_steps_fps": 1000 / sum(floor.values())}
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--model", default="espcn")
@@ -205,6 +248,8 @@ def main() -> None:
     p.add_argument("--tiles", metavar="SIDES", help="comma-separated LR tile sides to time against whole frames")
     p.add_argument("--alternatives", action="store_true",
                    help="time the alternatives to the engine's slow steps that were measured and not taken")
+    p.add_argument("--ceiling", action="store_true",
+                   help="the machine's GEMM peaks and the frame time the model's convolutions would take at them")
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -230,6 +275,19 @@ def main() -> None:
             _write_json(args, repeats, {"alternatives_ms": ms})
         return
     x = _frames(width, height, 1)[0].contiguous(memory_format=torch.channels_last)
+    if args.ceiling:
+        c = ceiling(net, x, args.repeats)
+        for k, v in c["peak_gmacs"].items():
+            print(f"{v:7.1f} GMAC/s  {k} GEMM peak (8192 x 1024 x 1024)")
+        for k, v in c["measured_ms"].items():
+            print(f"{v:7.2f} ms  measured: {k}")
+        for k, v in c["conv_floor_ms"].items():
+            print(f"{v:7.2f} ms  floor: {k}")
+        print(f"{c['frame_floor_ms']:7.2f} ms  floor of a frame (convolutions at peak + the measured other steps): "
+              f"{c['frame_floor_fps']:.1f} fps; convolutions alone at peak: {c['frame_floor_without_other_steps_fps']:.1f} fps")
+        if args.json:
+            _write_json(args, args.repeats, c)
+        return
     ms = breakdown(net, x, args.repeats)
     steps = sum(v for k, v in ms.items() if not k.startswith("whole"))
     for k, v in ms.items():

@@ -9,7 +9,10 @@ frames each, the model applied to the LR Y plane). Variants are JSON objects:
 * ``images_per_folder`` / ``frames_per_video``: what :func:`vsr.qat.calibration_planes` reads;
 * ``samples`` / ``seed``: the draw :func:`vsr.quantize.calibrate` chooses each scale from;
 * ``lsq``: learn the activation scales during QAT (as log-parameters beside the weights);
-* ``steps`` / ``lr``: the QAT schedule.
+* ``steps`` / ``lr``: the QAT schedule;
+* ``scheme_v2_step``: code tanh activations at scheme v2's step ``tanh(127 s_z) / 127`` instead of the
+  pre-activation's own step ``s_z`` (scheme v3, shipped), in calibration, QAT and measurement alike: the
+  paired comparison behind v3 (docs/PERFORMANCE.md, session 9).
 
     python tools/int8_calibration_variants.py espcn-fast:4 '{}' '{"seed": 1}' '{"samples": 262144}' '{"lsq": true}'
 
@@ -19,12 +22,13 @@ frames each, the model applied to the LR Y plane). Variants are JSON objects:
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import statistics
 import sys
 import tempfile
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import torch
 
@@ -36,6 +40,7 @@ import engine_checks as ec  # noqa: E402
 from vsr.evaluate import evaluate  # noqa: E402
 from vsr.models import ESPCN, create_model, shipped_weights  # noqa: E402
 from vsr.qat import QAT_DEFAULTS, calibration_planes  # noqa: E402
+import vsr.quantize as quantize  # noqa: E402
 from vsr.quantize import QuantESPCN, calibrate  # noqa: E402
 from vsr.training import TrainConfig, train  # noqa: E402
 
@@ -100,6 +105,18 @@ def deltas(fp32: ESPCN, int8: QuantESPCN, scale: int) -> dict[str, float]:
     return out
 
 
+@contextlib.contextmanager
+def _v2_step(on: bool) -> Iterator[None]:
+    """Scheme v2's tanh activation step in :mod:`vsr.quantize` while the block runs (every user looks it up there)."""
+    shipped = quantize.output_step
+    if on:
+        quantize.output_step = lambda kind, scale: torch.tanh(127 * scale) / 127 if kind == "tanh" else scale
+    try:
+        yield
+    finally:
+        quantize.output_step = shipped
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("model", metavar="MODEL:SCALE")
@@ -109,9 +126,12 @@ def main() -> None:
     torch.set_num_threads(1)
     name, scale = args.model.split(":")
     for text in args.variants:
-        fp32, int8 = quantized(name, int(scale), json.loads(text), Path(tempfile.mkdtemp(prefix="int8-variant-")),
-                                args.weights)
-        print(text, " ".join(f"{k} {v:+.3f}" for k, v in deltas(fp32, int8, int(scale)).items()), flush=True)
+        variant = json.loads(text)
+        with _v2_step(variant.get("scheme_v2_step", False)):
+            fp32, int8 = quantized(name, int(scale), variant, Path(tempfile.mkdtemp(prefix="int8-variant-")),
+                                    args.weights)
+            row = deltas(fp32, int8, int(scale))
+        print(text, " ".join(f"{k} {v:+.3f}" for k, v in row.items()), flush=True)
 
 
 if __name__ == "__main__":

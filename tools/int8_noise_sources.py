@@ -8,9 +8,18 @@ engine's scheme), against its fp32 model on Set5, Set14 and four real clips degr
 * as shipped: every rounding of the scheme;
 * without the pre-activation code: the tanh of a coded layer is taken of its exact pre-activation
   instead of the 8-bit code ``round(z / s_z)`` the engine's table reads;
-* without the activation code: the tanh's output is passed on unrounded.
+* without the activation code: the tanh's output is passed on unrounded;
+* oneDNN's tanh post-op (a candidate scheme, not shipped): the tanh of the exact pre-activation,
+  coded per tensor (``round(127 tanh(z))``, what an int8 linear with oneDNN's tanh post-op and one
+  output scale writes) instead of per channel. ESPCN's first-layer channels mostly stay in tanh's
+  linear part (median largest ``|tanh|`` about 0.15), so one step for all of them is several times
+  coarser than each channel's own;
+* scheme v2's activation step: the table's output codes at ``tanh(127 s_z) / 127`` (what v2 shipped),
+  a little finer than the pre-activation's step ``s_z`` that scheme v3 codes them at, so that a value
+  is rounded twice (on a v3 file, calibrated and fine-tuned for v3: the v2 recipe's own figures are in
+  ``vsr/quantize.py``).
 
-The weights stay int8 in every row. What is left in the last two rows is the other roundings' share.
+The weights stay int8 in every row. What is left in rows 2 and 3 is the other roundings' share.
 No weights change and nothing trains, so each row is the same file::
 
     python tools/int8_noise_sources.py espcn:3
@@ -22,6 +31,7 @@ import argparse
 import functools
 import sys
 from pathlib import Path
+from typing import Callable
 
 import torch
 
@@ -33,11 +43,32 @@ import vsr.quantize as quantize  # noqa: E402
 from int8_calibration_variants import deltas  # noqa: E402
 from vsr.models import create_model  # noqa: E402
 
-# row -> the keywords of vsr.quantize.fake_activation it runs with
-ROWS: dict[str, dict[str, bool]] = {
+
+def _post_op_tanh(z: torch.Tensor, kind: str, scale: torch.Tensor) -> torch.Tensor:
+    """tanh of the exact pre-activation, coded at one step (1/127) for every channel, in the units the next
+    layer's folded weights expect (each channel's own step ``t``)."""
+    t = quantize.output_step(kind, scale.to(z))[:, None, None]
+    a = 127 * torch.tanh(z)
+    return quantize._ste(a, torch.round(a).clamp(-127, 127)) / (127 * t)
+
+
+def _v2_step_tanh(z: torch.Tensor, kind: str, scale: torch.Tensor) -> torch.Tensor:
+    """The shipped pre-activation code, its tanh coded at scheme v2's step ``tanh(127 s_z) / 127``, in the units
+    the next layer's folded weights expect (``s_z``)."""
+    s = scale.to(z)[:, None, None]
+    t = torch.tanh(127 * s) / 127
+    k = quantize._ste(z / s, torch.round(z / s).clamp(-128, 127))
+    a = torch.tanh(k * s) / t
+    return quantize._ste(a, torch.round(a).clamp(-127, 127)) * (t / quantize.output_step(kind, s))
+
+
+# row -> the fake_activation it runs with: the shipped one with these keywords, or a stand-in
+ROWS: dict[str, dict[str, bool] | Callable[..., torch.Tensor]] = {
     "as shipped": {},
     "without the pre-activation code": {"code_input": False},
     "without the activation code": {"code_output": False},
+    "oneDNN's tanh post-op (per-tensor activation code)": _post_op_tanh,
+    "scheme v2's activation step": _v2_step_tanh,
 }
 
 
@@ -60,7 +91,7 @@ def main() -> None:
     try:
         for label, switches in ROWS.items():
             # QuantESPCN.forward looks fake_activation up in its module at each call
-            quantize.fake_activation = functools.partial(shipped, **switches)
+            quantize.fake_activation = switches if callable(switches) else functools.partial(shipped, **switches)
             with torch.no_grad():
                 d = deltas(fp32, int8, scale)
             print(f"{name} x{scale} {label}: " + ", ".join(f"{k} {v:+.3f}" for k, v in d.items()), flush=True)

@@ -7,6 +7,13 @@ each file's metadata (``quality``) and ``auto``: whether all three are within ``
 is what lets ``precision: auto`` pick the file::
 
     python tools/int8_quality.py espcn:3 espcn-fast:3 --stamp
+
+``--simulate``: measure the scheme simulated in float (:class:`vsr.quantize.QuantESPCN`, what QAT
+trains) in place of oneDNN's int8 kernels, on any CPU, including those without VNNI/AMX-INT8 where
+vsr refuses ``--precision int8``. There oneDNN's int8 kernels are not exact (on an AVX2-only AMD
+EPYC, Zen 3, espcn x4 came out 4 levels off its scheme), which is one reason vsr refuses them; on a
+CPU with the instructions the engine equals the simulation but for rare one-level roundings
+(tests/test_int8.py). The stamp says which of the two measured it, and on what machine.
 """
 
 from __future__ import annotations
@@ -57,7 +64,22 @@ def measure(model: str, scale: int) -> dict[str, float]:
     return row
 
 
-def stamp(path: Path, quality: dict[str, float], bound: float) -> bool:
+def simulate_int8() -> None:
+    """Run the int8 scheme simulated in float wherever vsr would run the int8 engine, on any CPU."""
+    from vsr.engine import _devices
+    from vsr.engine._int8 import Int8CpuNet
+
+    def simulated(self: Int8CpuNet, planes: torch.Tensor, max_value: int = 255) -> torch.Tensor:
+        with torch.no_grad():
+            out = self.reference(planes.float() / max_value).mul_(max_value).round_().clamp_(0, max_value)
+        return out.to(planes.dtype)
+
+    Int8CpuNet.__call__ = simulated
+    flags = _devices.cpu_flags() | {"avx512_vnni"}
+    _devices.cpu_flags = lambda: flags  # what use_int8 reads
+
+
+def stamp(path: Path, quality: dict[str, float], bound: float, *, engine: str) -> bool:
     """Rewrite ``path`` with ``quality`` and ``auto`` in its metadata (tensors and the rest unchanged)."""
     from safetensors import safe_open
     from safetensors.torch import save_file
@@ -66,7 +88,13 @@ def stamp(path: Path, quality: dict[str, float], bound: float) -> bool:
         state = {k: f.get_tensor(k) for k in f.keys()}
         meta = dict(f.metadata() or {})
     ok = all(quality[f"{k}_delta"] >= -bound for k in ("Set5", "Set14", "clip"))
-    meta.update(quality=json.dumps({**quality, "bound_db": bound, "clip": "mdn_flower.mp4, 6 frames, degraded and compared in the Y plane"}),
+    from vsr.bench import machine_info
+
+    machine = machine_info()
+    meta.update(quality=json.dumps({**quality, "bound_db": bound, "clip": "mdn_flower.mp4, 6 frames, degraded and compared in the Y plane",
+                                    "engine": engine,
+                                    "machine": f"{machine['cpu']} family/model {machine['cpu_family_model']} "
+                                               f"({', '.join(machine['cpu_flags'])})"}),
                 auto=json.dumps(ok))
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=meta)
@@ -79,14 +107,19 @@ def main() -> None:
     p.add_argument("models", nargs="+", metavar="MODEL:SCALE")
     p.add_argument("--stamp", action="store_true")
     p.add_argument("--bound", type=float, default=0.05)
+    p.add_argument("--simulate", action="store_true",
+                   help="measure the scheme simulated in float instead of oneDNN's int8 kernels (any CPU)")
     args = p.parse_args()
     torch.set_num_threads(1)
+    if args.simulate:
+        simulate_int8()
+    engine = "the scheme simulated in float" if args.simulate else "oneDNN int8"
     for spec in args.models:
         model, scale = spec.split(":")
         row = measure(model, int(scale))
         line = f"{model} x{scale} {json.dumps(row)}"
         if args.stamp:
-            line += f" auto={stamp(shipped_int8(model, int(scale)), row, args.bound)}"
+            line += f" auto={stamp(shipped_int8(model, int(scale)), row, args.bound, engine=engine)}"
         print(line, flush=True)
 
 

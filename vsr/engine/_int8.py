@@ -4,7 +4,10 @@ Computes the scheme of :mod:`vsr.quantize` (the same one ``vsr train --qat`` fin
 with PyTorch's oneDNN int8 operators, the ones inductor's x86 quantisation lowers to
 (``torch.ops.onednn.qconv_prepack`` / ``qconv2d_pointwise``): weights prepacked once,
 activations uint8 in channels_last memory from layer to layer, integer dot products on
-AVX512-VNNI / AVX-VNNI, or AMX-INT8 where the CPU has it.
+AVX512-VNNI / AVX-VNNI, or AMX-INT8 where the CPU has it. (oneDNN runs these operators on AVX2 alone too,
+but not exactly: on an AMD Zen 3 espcn x4's second layer was up to 1.5 % of its range off the integer result,
+4 output levels, likely int16 saturation of paired products, which VNNI does not have; one more reason
+:func:`~vsr.engine.use_int8` refuses int8 without the instructions.)
 
 * The first layer reads the uint8 plane itself (exact). Every layer's input is uint8 codes
   at scale 1 with a per-tensor zero point: the per-channel scales are folded into the
