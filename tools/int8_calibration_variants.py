@@ -10,6 +10,7 @@ frames each, the model applied to the LR Y plane). Variants are JSON objects:
 * ``samples`` / ``seed``: the draw :func:`vsr.quantize.calibrate` chooses each scale from;
 * ``lsq``: learn the activation scales during QAT (as log-parameters beside the weights);
 * ``steps`` / ``lr``: the QAT schedule;
+* ``extra_data``: more ``--data`` specs (``DIR[:DOWNSCALE[:WEIGHT]]``) for QAT, beside T91 and BSD200;
 * ``scheme_v2_step``: code tanh activations at scheme v2's step ``tanh(127 s_z) / 127`` instead of the
   pre-activation's own step ``s_z`` (scheme v3, shipped), in calibration, QAT and measurement alike: the
   paired comparison behind v3 (docs/PERFORMANCE.md, session 9).
@@ -70,7 +71,7 @@ def quantized(name: str, scale: int, variant: dict[str, Any], out: Path,
     """(fp32, int8 scheme after the variant's calibration and QAT); ``weights``: the fp32 file (default: shipped)."""
     weights = weights or str(shipped_weights(name, scale))
     fp32 = create_model(name, scale=scale, weights=weights).eval()
-    data = tuple(str(SHARED / "train" / f) for f in ("T91", "BSD200"))
+    data = tuple(str(SHARED / "train" / f) for f in ("T91", "BSD200")) + tuple(variant.get("extra_data", ()))
     planes = calibration_planes(list(data), scale, [str(SHARED / "videos" / v) for v in CALIBRATION_VIDEOS],
                                 images_per_folder=variant.get("images_per_folder", 12),
                                 frames_per_video=variant.get("frames_per_video", 4))
