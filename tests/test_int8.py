@@ -133,12 +133,8 @@ def test_int8_file_round_trip_and_refusals(tmp_path: Path) -> None:
     torch.save(q.state_dict(), pickled)
     with pytest.raises(WeightsError, match="not an int8 file"):
         load_int8(pickled)
-    from safetensors import safe_open
-    from safetensors.torch import save_file
-
-    with safe_open(str(path), framework="pt") as f:  # the same file, stamped with an earlier scheme
-        state, header = {k: f.get_tensor(k) for k in f.keys()}, dict(f.metadata())
-    save_file(state, str(tmp_path / "old.int8.safetensors"), metadata={**header, "scheme": json.dumps("vsr-int8-v2")})
+    save_int8(q, q.scales, tmp_path / "old.int8.safetensors", source=shipped_weights("espcn-fast", 2),
+              scheme="vsr-int8-v2")  # the same network, recorded under an earlier scheme
     with pytest.raises(WeightsError, match="made for int8 scheme vsr-int8-v2, and this vsr computes vsr-int8-v3; "
                                            "re-make it .* with vsr train --qat"):
         load_int8(tmp_path / "old.int8.safetensors")

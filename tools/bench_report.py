@@ -16,6 +16,10 @@ import sys
 from pathlib import Path
 from typing import Any
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from vsr.bench import cpu_label  # noqa: E402
+
 
 def _f(v: Any, spec: str = ".1f") -> str:
     return "–" if v is None else format(v, spec)
@@ -87,8 +91,7 @@ def conditions(results: list[dict[str, Any]]) -> str:
     for r in results:
         m, o = r["machine"], r["options"]
         lines.append(
-            f"- `{r['cases'][0]['model']}` run: {r['started_utc']}, {r['seconds']:.0f} s; {m['cpu']}"
-            + (f" (family/model {m['cpu_family_model']})" if m.get("cpu_family_model") else "") + ", "
+            f"- `{r['cases'][0]['model']}` run: {r['started_utc']}, {r['seconds']:.0f} s; {cpu_label(m)}, "
             f"{m['usable_cores']} cores ({', '.join(m['cpu_flags'])}); torch {m['torch']}, PyAV {m['pyav']}, "
             f"OpenCV {m['opencv']}; "
             + (f"**oneDNN capped to {m['onednn_max_cpu_isa']}** (no AMX); " if m.get("onednn_max_cpu_isa") else "")

@@ -15,9 +15,15 @@ bicubic (``cv2.resize`` of the LR Y plane).
 ``cache-tiles``: milliseconds per frame of the fused engine with and without the cache tiles
 it picks for large frames (``FusedCpuNet.cache_tile``), bf16, one torch thread, random frames.
 
+``int8-exact``: each shipped int8 file's engine (oneDNN's int8 kernels, whatever the CPU has) against
+its scheme simulated in float (``Int8CpuNet.simulated``) on a 320x180 crop of mdn_flower's first frame:
+the largest difference in output levels and the share of pixels that differ. It runs on any CPU,
+including those where vsr refuses int8, to show what the engine would compute there.
+
     python tools/engine_checks.py real-clip --scale 2 --scale 3
     python tools/engine_checks.py real-video espcn:2 espcn-fast:2:runs/x/espcn-fast_x2.safetensors
     python tools/engine_checks.py cache-tiles
+    python tools/engine_checks.py int8-exact
 """
 
 from __future__ import annotations
@@ -158,6 +164,22 @@ def cache_tiles(repeats: int) -> None:
               f"cache tiles {times['cache tiles']:.1f} ms (median of {repeats}, bf16, 1 thread)")
 
 
+def int8_exact() -> None:
+    from vsr.engine._int8 import Int8CpuNet
+    from vsr.quantize import load_int8, shipped_int8, shipped_int8_names
+
+    with av.open(str(SHARED / "videos" / "mdn_flower.mp4")) as c:
+        y = next(c.decode(video=0)).to_ndarray(format="gray")[:180, :320]
+    x = torch.from_numpy(np.ascontiguousarray(y))[None, None]
+    for label in shipped_int8_names():
+        name, scale = label.split(" x")
+        net = Int8CpuNet(load_int8(shipped_int8(name, int(scale)))[0])
+        with torch.inference_mode():
+            diff = (net(x, 255).float() - net.simulated(x, 255).float()).abs()
+        print(f"{label}: engine - scheme, at most {diff.max().item():.0f} levels; "
+              f"{(diff > 0).float().mean().item() * 100:.3f} % of pixels differ")
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     sub = ap.add_subparsers(dest="what", required=True)
@@ -169,6 +191,7 @@ def main() -> int:
     rv.add_argument("models", nargs="+", metavar="MODEL:SCALE[:WEIGHTS]")
     ct = sub.add_parser("cache-tiles", help="fused engine with and without cache tiles")
     ct.add_argument("--repeats", type=int, default=5)
+    sub.add_parser("int8-exact", help="each shipped int8 file's engine against its scheme simulated in float")
     args = ap.parse_args()
     if args.what == "real-clip":
         for scale in args.scale or [2, 3]:
@@ -178,6 +201,8 @@ def main() -> int:
             name, scale, *weights = spec.split(":", 2)
             margins = real_video_margins(name, int(scale), Path(tempfile.mkdtemp()), weights[0] if weights else None)
             print(spec, " ".join(f"{k.split('.')[0]} {v:+.3f}" for k, v in margins.items()))
+    elif args.what == "int8-exact":
+        int8_exact()
     else:
         cache_tiles(args.repeats)
     return 0

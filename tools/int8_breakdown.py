@@ -229,7 +229,7 @@ def ceiling(net: Int8CpuNet, x: torch.Tensor, repeats: int) -> dict[str, Any]:
     floor: dict[str, float] = {}
     for i, (conv, row) in enumerate(zip(convs, conv_rows)):
         precision = "fp32" if i == len(convs) - 1 else "int8"
-        gmac = pixels * conv.weight[0].numel() * conv.weight.shape[0] / 1e9
+        gmac = pixels * conv.weight.numel() / 1e9
         floor[f"{row} ({gmac:.3f} GMAC) at the {precision} peak"] = gmac / peaks[precision] * 1000
     other = {k: v for k, v in measured.items() if k not in conv_rows and not k.startswith("whole")}
     floor_ms = sum(floor.values()) + sum(other.values())

@@ -106,12 +106,17 @@ def deltas(fp32: ESPCN, int8: QuantESPCN, scale: int) -> dict[str, float]:
     return out
 
 
+def v2_output_step(kind: str, scale: torch.Tensor) -> torch.Tensor:
+    """Scheme v2's :func:`vsr.quantize.output_step`: a tanh code's step ``tanh(127 s_z) / 127`` (v3: ``s_z``)."""
+    return torch.tanh(127 * scale) / 127 if kind == "tanh" else scale
+
+
 @contextlib.contextmanager
 def _v2_step(on: bool) -> Iterator[None]:
     """Scheme v2's tanh activation step in :mod:`vsr.quantize` while the block runs (every user looks it up there)."""
     shipped = quantize.output_step
     if on:
-        quantize.output_step = lambda kind, scale: torch.tanh(127 * scale) / 127 if kind == "tanh" else scale
+        quantize.output_step = v2_output_step
     try:
         yield
     finally:

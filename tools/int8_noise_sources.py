@@ -12,13 +12,14 @@ engine's scheme), against its fp32 model on Set5, Set14 and four real clips degr
 * oneDNN's tanh post-op (a candidate scheme, not shipped): the tanh of the exact pre-activation,
   coded per tensor (``round(127 tanh(z))``, what an int8 linear with oneDNN's tanh post-op and one
   output scale writes) instead of per channel. ESPCN's first-layer channels mostly stay in tanh's
-  linear part (median largest ``|tanh|`` about 0.15), so one step for all of them is several times
+  linear part (median largest ``|tanh|`` 0.14-0.20), so one step for all of them is several times
   coarser than each channel's own;
 * scheme v2's activation step: the table's output codes at ``tanh(127 s_z) / 127`` (what v2 shipped),
   a little finer than the pre-activation's step ``s_z`` that scheme v3 codes them at, so that a value
   is rounded twice (on a v3 file, calibrated and fine-tuned for v3: the v2 recipe's own figures are in
   ``vsr/quantize.py``).
 
+The first line gives how far layer 1's channels reach into tanh (the median largest ``|tanh|``).
 The weights stay int8 in every row. What is left in rows 2 and 3 is the other roundings' share.
 No weights change and nothing trains, so each row is the same file::
 
@@ -40,7 +41,7 @@ sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "tools"))
 
 import vsr.quantize as quantize  # noqa: E402
-from int8_calibration_variants import deltas  # noqa: E402
+from int8_calibration_variants import deltas, v2_output_step  # noqa: E402
 from vsr.models import create_model  # noqa: E402
 
 
@@ -56,7 +57,7 @@ def _v2_step_tanh(z: torch.Tensor, kind: str, scale: torch.Tensor) -> torch.Tens
     """The shipped pre-activation code, its tanh coded at scheme v2's step ``tanh(127 s_z) / 127``, in the units
     the next layer's folded weights expect (``s_z``)."""
     s = scale.to(z)[:, None, None]
-    t = torch.tanh(127 * s) / 127
+    t = v2_output_step(kind, s)
     k = quantize._ste(z / s, torch.round(z / s).clamp(-128, 127))
     a = torch.tanh(k * s) / t
     return quantize._ste(a, torch.round(a).clamp(-127, 127)) * (t / quantize.output_step(kind, s))
@@ -87,6 +88,9 @@ def main() -> None:
     if int8.kind != "tanh":
         raise SystemExit(f"int8_noise_sources: {name} uses {int8.kind}; only tanh layers have a pre-activation code")
     fp32 = create_model(name, scale=scale).eval()
+    reach = torch.tanh(127 * int8.scales[0])  # each layer-1 channel's largest |tanh| within its clip
+    print(f"{name} x{scale}: layer 1's largest |tanh| per channel: median {reach.median().item():.3f}, "
+          f"{(reach < 0.5).float().mean().item() * 100:.0f} % of channels under 0.5", flush=True)
     shipped = quantize.fake_activation
     try:
         for label, switches in ROWS.items():

@@ -11,7 +11,8 @@ is what lets ``precision: auto`` pick the file::
 ``--simulate``: measure the scheme simulated in float (:class:`vsr.quantize.QuantESPCN`, what QAT
 trains) in place of oneDNN's int8 kernels, on any CPU, including those without VNNI/AMX-INT8 where
 vsr refuses ``--precision int8``. There oneDNN's int8 kernels are not exact (on an AVX2-only AMD
-EPYC, Zen 3, espcn x4 came out 4 levels off its scheme), which is one reason vsr refuses them; on a
+EPYC, Zen 3, espcn x4 came out 4 levels off its scheme: ``tools/engine_checks.py int8-exact``), which
+is one reason vsr refuses them; on a
 CPU with the instructions the engine equals the simulation but for rare one-level roundings
 (tests/test_int8.py). The stamp says which of the two measured it, and on what machine.
 """
@@ -33,6 +34,7 @@ import torch
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
+from vsr.bench import cpu_label, machine_info  # noqa: E402
 from vsr.cli import main as vsr_main  # noqa: E402
 from vsr.quantize import shipped_int8  # noqa: E402
 
@@ -69,12 +71,7 @@ def simulate_int8() -> None:
     from vsr.engine import _devices
     from vsr.engine._int8 import Int8CpuNet
 
-    def simulated(self: Int8CpuNet, planes: torch.Tensor, max_value: int = 255) -> torch.Tensor:
-        with torch.no_grad():
-            out = self.reference(planes.float() / max_value).mul_(max_value).round_().clamp_(0, max_value)
-        return out.to(planes.dtype)
-
-    Int8CpuNet.__call__ = simulated
+    Int8CpuNet.__call__ = Int8CpuNet.simulated
     flags = _devices.cpu_flags() | {"avx512_vnni"}
     _devices.cpu_flags = lambda: flags  # what use_int8 reads
 
@@ -88,13 +85,10 @@ def stamp(path: Path, quality: dict[str, float], bound: float, *, engine: str) -
         state = {k: f.get_tensor(k) for k in f.keys()}
         meta = dict(f.metadata() or {})
     ok = all(quality[f"{k}_delta"] >= -bound for k in ("Set5", "Set14", "clip"))
-    from vsr.bench import machine_info
-
     machine = machine_info()
     meta.update(quality=json.dumps({**quality, "bound_db": bound, "clip": "mdn_flower.mp4, 6 frames, degraded and compared in the Y plane",
                                     "engine": engine,
-                                    "machine": f"{machine['cpu']} family/model {machine['cpu_family_model']} "
-                                               f"({', '.join(machine['cpu_flags'])})"}),
+                                    "machine": f"{cpu_label(machine)} ({', '.join(machine['cpu_flags'])})"}),
                 auto=json.dumps(ok))
     tmp = path.with_name(path.name + ".tmp")
     save_file(state, str(tmp), metadata=meta)

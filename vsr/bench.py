@@ -155,6 +155,12 @@ def _gpu_name(device: str | torch.device | None) -> str | None:
     return torch.cuda.get_device_name(dev.index if dev.index is not None else torch.cuda.current_device())
 
 
+def cpu_label(machine: dict[str, Any]) -> str:
+    """``machine_info()``'s CPU as one phrase, e.g. "AMD EPYC (family/model 25/1)"."""
+    family = machine.get("cpu_family_model")
+    return f"{machine['cpu']} (family/model {family})" if family else machine["cpu"]
+
+
 def machine_info(device: str | torch.device | None = None) -> dict[str, Any]:
     """What the figures depend on: CPU, cores, the instruction sets that matter, library versions, the GPU of ``device``."""
     model, flags = platform.processor() or "unknown", set()
@@ -631,8 +637,7 @@ def format_table(result: dict[str, Any]) -> str:
             r = c["realtime"]
             lines.append(f"{c['case']}: --realtime chose {r['model']} {r['precision']} preset {r['preset']} "
                          f"({r['predicted_fps']:.1f} fps predicted for a {r['source_fps']:.2f} fps source)")
-    family = f" (family/model {m['cpu_family_model']})" if m.get("cpu_family_model") else ""
-    lines.append(f"machine: {m['cpu']}{family}, {m['usable_cores']} cores [{' '.join(m['cpu_flags'])}], torch {m['torch']} "
+    lines.append(f"machine: {cpu_label(m)}, {m['usable_cores']} cores [{' '.join(m['cpu_flags'])}], torch {m['torch']} "
                  f"({m['torch_threads']} threads)"
                  + (f", oneDNN capped to {m['onednn_max_cpu_isa']}" if m.get("onednn_max_cpu_isa") else "")
                  + f", GPU {m['gpu'] or 'none'}; load average "

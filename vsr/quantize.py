@@ -12,11 +12,12 @@ runs. The scheme, for 8-bit planes (deeper video does not go through it, see the
   ``k = clamp(round(z / s_z[c]), -128, 127)`` (oneDNN writes ``k + 128`` as uint8) and the
   activation's code is ``clamp(round(tanh(k s_z[c]) / s_z[c]), -127, 127)``, at the same step
   ``s_z[c]`` (scheme v3), looked up in a 256-entry table per channel. Most channels of ESPCN's
-  first layer stay in tanh's linear part (their largest ``|tanh|`` is about 0.15), where this table
+  first layer stay in tanh's linear part (median largest ``|tanh|`` 0.14-0.20), where this table
   is the identity and a value is rounded once. v2 coded the activation at
   ``tanh(127 s_z[c]) / 127``, a step a little finer than ``s_z[c]``, so that the second rounding
   moved codes by one in a pattern (aliasing); v3, calibrated and fine-tuned by the same recipe,
-  measured on espcn x3 against fp32: Set5 −0.118 → −0.091 dB, Set14 −0.057 → −0.045, real clips
+  measured on espcn x3 against fp32 (``tools/int8_calibration_variants.py espcn:3
+  '{"scheme_v2_step": true}' '{}'``): Set5 −0.118 → −0.091 dB, Set14 −0.057 → −0.045, real clips
   −0.528 → −0.405 (mdn_flower), −0.364 → −0.233 (mdn_friday), −0.873 → −0.660
   (imageio_cockatoo), at no cost in time (the same table pass). PyTorch's
   int8 convolution fuses ReLU and hardtanh but not tanh, and a separate float tanh pass over

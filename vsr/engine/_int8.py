@@ -5,8 +5,8 @@ with PyTorch's oneDNN int8 operators, the ones inductor's x86 quantisation lower
 (``torch.ops.onednn.qconv_prepack`` / ``qconv2d_pointwise``): weights prepacked once,
 activations uint8 in channels_last memory from layer to layer, integer dot products on
 AVX512-VNNI / AVX-VNNI, or AMX-INT8 where the CPU has it. (oneDNN runs these operators on AVX2 alone too,
-but not exactly: on an AMD Zen 3 espcn x4's second layer was up to 1.5 % of its range off the integer result,
-4 output levels, likely int16 saturation of paired products, which VNNI does not have; one more reason
+but not exactly: on an AMD Zen 3 espcn x4 came out 4 output levels off its scheme, likely int16 saturation
+of paired products, which VNNI does not have (``tools/engine_checks.py int8-exact``); one more reason
 :func:`~vsr.engine.use_int8` refuses int8 without the instructions.)
 
 * The first layer reads the uint8 plane itself (exact). Every layer's input is uint8 codes
@@ -87,6 +87,12 @@ class Int8CpuNet:
     def reference(self, x: torch.Tensor) -> torch.Tensor:
         """The scheme simulated in float (:class:`~vsr.quantize.QuantESPCN`) on ``x`` in [0, 1]."""
         return self._model(x.float())
+
+    def simulated(self, planes: torch.Tensor, max_value: int = 255) -> torch.Tensor:
+        """What ``self(planes, max_value)`` computes, by the float simulation: rounded integer planes of ``planes``'s
+        dtype. The engine equals it but for rare one-level roundings on CPUs with VNNI/AMX-INT8."""
+        out = self.reference(planes.float() / max_value).mul_(max_value).round_().clamp_(0, max_value)
+        return out.to(planes.dtype)
 
     def cache_tile(self, shape: torch.Size) -> int:
         """LR tile side that keeps a frame batch's activations (one byte a channel) in cache, or 0."""

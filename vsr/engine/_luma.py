@@ -62,8 +62,8 @@ class _Tiling:
 
 @functools.cache
 def _warn_software_bf16() -> None:
-    """Once a process: bf16 asked for on a CPU that emulates it (measured on an AVX2-only AMD EPYC, Zen 3:
-    espcn x3 at 640x360, one thread, 3.3 s a frame against 0.38 s in fp32)."""
+    """Once a process: bf16 asked for on a CPU that emulates it (on an AVX2-only AMD EPYC, Zen 3, espcn x3 at
+    640x360 inferred at 1.0 fps in bf16 against 8.7 in fp32: docs/PERFORMANCE.md, session 9)."""
     log.warning("this CPU has no native bf16 (AVX512-BF16 or AMX), so bf16 runs in software, several times slower "
                 "than fp32; use --precision fp32 (or auto, which picks fp32 here)")
 
@@ -157,7 +157,7 @@ class LumaUpscaler:
         except RuntimeError as exc:  # a PyTorch or oneDNN build without these kernels
             raise DeviceError(f"the int8 engine does not run here ({str(exc).splitlines()[0][:120]}); "
                               f"{float_advice()}") from None
-        want = net.reference(x / 255).mul_(255).round_().clamp_(0, 255)
+        want = net.simulated(x.to(torch.uint8), 255).float()
         if (got - want).abs().max().item() > 2:  # pragma: no cover - a oneDNN bug, not an input
             raise DeviceError(f"the int8 engine disagrees with its scheme on this machine; {float_advice()}")
         return net
