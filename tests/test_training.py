@@ -198,3 +198,23 @@ def test_cli_train_runs(image_folder: Path, tmp_path: Path, capsys) -> None:
     assert meta["training"]["context"] == 1 and meta["training"]["grid_phases"] is True
     assert "wrote" in capsys.readouterr().out
     assert load_image(next(image_folder.iterdir())).shape == (60, 72, 3)
+
+
+@pytest.mark.parametrize("native", [True, False])
+def test_bf16_steps_run_in_fp32_where_the_cpu_would_emulate_bf16(image_folder: Path, tmp_path: Path, monkeypatch,
+                                                                   native: bool) -> None:
+    # bf16 autocast is only a speed measure; where the CPU lacks it (faked flags) it would be ~10x slower
+    from vsr.engine import _devices
+
+    monkeypatch.setattr(_devices, "cpu_flags", lambda: frozenset({"avx2", "fma"} | ({"avx512_bf16"} if native else set())))
+    said: list[str] = []
+    asked = train(_config(image_folder, bf16_until=0.5), tmp_path / "bf16", log=said.append)
+    fp32 = train(_config(image_folder, bf16_until=0.0), tmp_path / "fp32", log=lambda s: None)
+    a, _ = read_weights(asked.weights)
+    b, _ = read_weights(fp32.weights)
+    same = all(torch.equal(a[k], b[k]) for k in a)
+    notice = [s for s in said if "no native bf16" in s]
+    if native:  # the first half of the steps under bf16 autocast: other weights, no notice
+        assert not same and not notice
+    else:
+        assert same and len(notice) == 1 and "fp32" in notice[0]

@@ -16,7 +16,10 @@ same weights, bit for bit, as one that never stopped (same device and thread cou
 
 Schedule: linear warm-up, cosine decay from ``lr`` to ``min_lr``; L1 loss for the first
 ``l2_from`` of the steps (none by default), then MSE; on CPU the forward pass runs under
-bf16 autocast (AMX) until ``bf16_until`` of the steps, then in fp32.
+bf16 autocast (AMX) until ``bf16_until`` of the steps, then in fp32. bf16 is there for speed only:
+on a CPU that has no native bf16 (AVX512-BF16 or AMX) autocast would emulate it several times
+slower than fp32, so those steps run in fp32 instead, said once at the start (the configuration,
+and so ``--resume``, is unchanged; a run's result depends on the machine anyway).
 """
 
 from __future__ import annotations
@@ -36,6 +39,7 @@ import torch
 import torch.nn.functional as F
 
 from .errors import ConfigError, DeviceError, WeightsError
+from .engine import cpu_has_native_bf16
 from .evaluate import Sample, evaluate, imresize, list_images, load_image, make_lr, modcrop, prepare_sample, to_y
 from .models import ESPCN, ESPCNConfig, create_model, load_weights, read_weights, save_weights
 from .ops.collapsible import collapse, make_collapsible
@@ -433,6 +437,11 @@ def train(
             model.to(memory_format=torch.channels_last)
         return res.psnr
 
+    # autocast emulates bf16 where the CPU has none: several times slower than fp32 (docs/PERFORMANCE.md)
+    bf16_ok = dev.type != "cpu" or cpu_has_native_bf16()
+    if not bf16_ok and config.uses_bf16(step):
+        say(f"this CPU has no native bf16 (AVX512-BF16 or AMX): the first {config.bf16_until:g} of the steps run "
+            "in fp32 instead of under bf16 autocast, which would emulate it several times slower")
     start = time.perf_counter()
     running, count = 0.0, 0
     end = config.steps if stop_after is None else min(config.steps, stop_after)
@@ -445,7 +454,7 @@ def train(
                 lr_b = lr_b.contiguous(memory_format=torch.channels_last)
             for group in opt.param_groups:
                 group["lr"] = config.learning_rate(step)
-            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=config.uses_bf16(step)):
+            with torch.autocast(dev.type, dtype=torch.bfloat16, enabled=bf16_ok and config.uses_bf16(step)):
                 pred = model(lr_b)
                 if teacher is not None:
                     with torch.no_grad():
