@@ -17,10 +17,12 @@ engine's scheme), against its fp32 model on Set5, Set14 and four real clips degr
 * scheme v2's activation step: the table's output codes at ``tanh(127 s_z) / 127`` (what v2 shipped),
   a little finer than the pre-activation's step ``s_z`` that scheme v3 codes them at, so that a value
   is rounded twice (on a v3 file, calibrated and fine-tuned for v3: the v2 recipe's own figures are in
-  ``vsr/quantize.py``).
+  ``vsr/quantize.py``);
+* without either activation code: what the int8 weights alone cost.
 
 The first line gives how far layer 1's channels reach into tanh (the median largest ``|tanh|``).
-The weights stay int8 in every row. What is left in rows 2 and 3 is the other roundings' share.
+The weights stay int8 in every row. What is left in rows 2 and 3 is the other roundings' share, and row 4
+is the weights' own.
 No weights change and nothing trains, so each row is the same file::
 
     python tools/int8_noise_sources.py espcn:3
@@ -68,6 +70,7 @@ ROWS: dict[str, dict[str, bool] | Callable[..., torch.Tensor]] = {
     "as shipped": {},
     "without the pre-activation code": {"code_input": False},
     "without the activation code": {"code_output": False},
+    "without either activation code (int8 weights only)": {"code_input": False, "code_output": False},
     "oneDNN's tanh post-op (per-tensor activation code)": _post_op_tanh,
     "scheme v2's activation step": _v2_step_tanh,
 }
