@@ -19,19 +19,20 @@ from vsr.engine._int8 import Int8CpuNet
 from vsr.errors import DeviceError, WeightsError
 from vsr.evaluate import engine_upscaler, evaluate
 from vsr.models import create_model, shipped_weights
-from vsr.quantize import (QuantESPCN, calibrate, fake_activation, file_sha256, load_int8, save_int8, shipped_int8,
-                           tanh_table)
+from vsr.quantize import (SCHEME, QuantESPCN, calibrate, fake_activation, fake_residual, file_sha256, load_int8,
+                           residual_step, residual_table, save_int8, shipped_int8, tanh_table)
 
 SHIPPED = [(m, s) for m in ("espcn", "espcn-fast") for s in (2, 3, 4) if shipped_int8(m, s) is not None]
-VNNI = {"avx512f", "avx512_bf16", "avx512_vnni"}  # a Zen 4's flags, as far as vsr looks
+VNNI = {"avx512f", "avx512_bf16", "avx512_vnni"}  # AVX-512 with bf16 and VNNI, as far as vsr looks
 needs_int8 = pytest.mark.skipif(not _devices.cpu_has_int8_dot(), reason="this CPU has no VNNI/AMX-INT8")
 
 
 @pytest.fixture
 def flags(monkeypatch: pytest.MonkeyPatch):
-    """Fake the CPU's flags: ``flags({"avx512_vnni", ...})``."""
-    def fake(values: set[str]) -> None:
+    """Fake the CPU's flags (and vendor): ``flags({"avx512_vnni", ...}, vendor="GenuineIntel")``."""
+    def fake(values: set[str], vendor: str = "GenuineIntel") -> None:
         monkeypatch.setattr(_devices, "cpu_flags", lambda: frozenset(values))
+        monkeypatch.setattr(_devices, "cpu_vendor", lambda: vendor)
     return fake
 
 
@@ -40,26 +41,69 @@ def _clip_frames(path: Path, count: int) -> list[np.ndarray]:
         return [f.to_ndarray(format="gray") for _, f in zip(range(count), c.decode(video=0))]
 
 
-def _calibrated(model: str = "espcn", scale: int = 3) -> QuantESPCN:
+def _calibrated(model: str = "espcn", scale: int = 3, *, bypass: bool | None = None) -> QuantESPCN:
     fp32 = create_model(model, scale=scale)
     rng = np.random.default_rng(0)
     planes = [rng.integers(16, 236, (40, 48)).astype(np.uint8) for _ in range(2)]
-    return QuantESPCN.from_model(fp32, calibrate(fp32, planes, samples=4096))
+    return QuantESPCN.from_model(fp32, calibrate(fp32, planes, samples=4096, bypass=bypass), bypass=bypass)
 
 
 # -- the scheme -------------------------------------------------------------------------------
 @needs_int8
-@pytest.mark.parametrize("model", ["espcn", "espcn-fast"])
-def test_engine_computes_the_scheme_it_was_trained_for(model: str) -> None:
-    """oneDNN's int8 result equals the float simulation QAT trains, but for rare one-level roundings."""
-    q = _calibrated(model)
+@pytest.mark.parametrize("model, scale, bypass", [("espcn", 3, None), ("espcn", 2, False), ("espcn-fast", 3, None)],
+                         ids=["espcn-v4", "espcn-v3", "espcn-fast"])
+@pytest.mark.parametrize("shape", [(2, 1, 37, 53), (1, 1, 3, 5)], ids=["frame", "tiny"])
+def test_engine_computes_the_scheme_it_was_trained_for(model: str, scale: int, bypass: bool | None,
+                                                       shape: tuple[int, ...]) -> None:
+    """oneDNN's int8 result equals the float simulation QAT trains, but for rare one-level roundings; a frame
+    smaller than the bypass's reach (7x7) too, where every pixel is on the exact ring."""
+    q = _calibrated(model, scale, bypass=bypass)
+    assert q.bypass is (model == "espcn" and bypass is None)
     rng = np.random.default_rng(1)
-    x = torch.from_numpy(rng.integers(0, 256, (2, 1, 37, 53)).astype(np.uint8))
+    x = torch.from_numpy(rng.integers(0, 256, shape).astype(np.uint8))
     got = Int8CpuNet(q)(x, 255).float()
     with torch.no_grad():
         want = q(x.float() / 255).mul(255).round().clamp(0, 255)
     diff = (got - want).abs()
     assert diff.max() <= 2 and (diff > 0).float().mean() < 0.005, (diff.max(), (diff > 0).float().mean())
+
+
+@pytest.mark.parametrize("shape", [(2, 1, 29, 41), (1, 1, 6, 4), (1, 1, 1, 9)])
+def test_bypass_composite_is_layer_2_on_the_exact_pre_activation(shape: tuple[int, ...]) -> None:
+    """Scheme v4's linear part as the engine computes it (one 7x7 convolution of the plane inside, the two
+    convolutions on the outermost ring) equals layer 2's fp32 weights on layer 1's zero-padded pre-activation."""
+    q = _calibrated("espcn", 3)
+    net = Int8CpuNet(q)
+    x = torch.from_numpy(np.random.default_rng(3).integers(0, 256, shape).astype(np.uint8))
+    conv1, conv2 = q.convs()[:2]
+    w1 = conv1.weight.detach() / 255
+    bypass = net._composite(w1, conv1, conv2, list(shape))
+    got = net._linear_part(x, bypass) / 2  # the engine's linear part carries the sigmoid trick's 2
+    z = torch.nn.functional.conv2d(x.float(), w1, conv1.bias.detach(), padding=2)
+    want = torch.nn.functional.conv2d(z, conv2.weight.detach(), None, padding=1)
+    assert torch.allclose(got, want, rtol=1e-5, atol=1e-4 * want.abs().max().item()), (got - want).abs().max()
+
+
+def test_bypass_residual_codes_vanish_where_tanh_is_linear() -> None:
+    """Scheme v4's table: the residual ``tanh(k s) - k s`` of each pre-activation code, at its own step; 0 where
+    tanh is linear, odd, monotone (never wraps), and the ends of the code range on the ends of its own."""
+    scales = torch.tensor([1e-4, 1.2e-3, 0.012])
+    table = residual_table(scales)[0].astype(int) - 128  # (256, C): code k + 128 -> residual code
+    k = np.arange(-128, 128)
+    assert table[128].tolist() == [0, 0, 0] and (table[0] == 127).all()  # k = 0 and k = -128
+    assert (np.diff(table, axis=0) <= 0).all() and np.array_equal(table[1:], -table[1:][::-1])
+    step = residual_step(scales).double().numpy()
+    want = (np.tanh(k[:, None] * scales.double().numpy()) - k[:, None] * scales.double().numpy()) / step
+    assert np.abs(table - want).max() <= 0.5 + 1e-9
+    z = torch.linspace(-0.5, 0.5, 201)[None, :, None].expand(3, -1, 1)
+    codes = fake_residual(z, scales)
+    assert torch.equal(codes, codes.round()) and codes.abs().max() <= 127
+    read = z + codes * residual_step(scales)[:, None, None]  # what layer 2 reads: z exactly, the residual coded
+    s = scales[:, None, None]
+    inside = (z / s).round().abs() <= 127
+    err = (read - torch.tanh(z)).abs()
+    assert (err <= s / 2 + residual_step(scales)[:, None, None] / 2 + 1e-6)[inside].all()
+    assert err[0][inside[0]].max() < 1e-6  # channel 0 stays linear: z itself, no rounding at all
 
 
 def test_tanh_codes_keep_the_pre_activation_step() -> None:
@@ -134,10 +178,16 @@ def test_int8_file_round_trip_and_refusals(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match="not an int8 file"):
         load_int8(pickled)
     save_int8(q, q.scales, tmp_path / "old.int8.safetensors", source=shipped_weights("espcn-fast", 2),
-              scheme="vsr-int8-v2")  # the same network, recorded under an earlier scheme
-    with pytest.raises(WeightsError, match="made for int8 scheme vsr-int8-v2, and this vsr computes vsr-int8-v3; "
+              scheme="vsr-int8-v3")  # the same network, recorded under an earlier scheme
+    with pytest.raises(WeightsError, match=f"made for int8 scheme vsr-int8-v3, and this vsr computes {SCHEME}; "
                                            "re-make it .* with vsr train --qat"):
         load_int8(tmp_path / "old.int8.safetensors")
+    assert SCHEME == "vsr-int8-v4" and back.bypass is False  # ReLU: v4 computes it as v3 did
+    t = _calibrated("espcn", 3)
+    tanh_path = save_int8(t, t.scales, tmp_path / "t.int8.safetensors", source=shipped_weights("espcn", 3))
+    assert load_int8(tanh_path)[0].bypass is True
+    with pytest.raises(WeightsError, match="linear bypass"):
+        QuantESPCN(q.config, q.scales, bypass=True)
 
 
 # -- choosing it ----------------------------------------------------------------------------------
@@ -200,6 +250,19 @@ def test_auto_picks_int8_only_with_the_instructions(flags, auto_stamped) -> None
     assert _precision("auto") == "bf16"
     flags(set())
     assert _precision("auto") == "fp32"
+
+
+@needs_int8
+def test_auto_keeps_bf16_on_amd_cpus_whose_bf16_is_as_fast(flags, auto_stamped) -> None:
+    """Zen 4 and Zen 5 (AMD with AVX512-BF16) run bf16 as fast as int8 or faster: auto stays on bf16 there, an
+    explicit int8 still runs, and an AMD CPU without native bf16 takes int8 as any other with the instructions."""
+    auto_stamped("espcn-fast", 3)
+    flags(VNNI, vendor="AuthenticAMD")
+    assert _precision("auto") == "bf16" and _precision("int8") == "int8"
+    flags(VNNI - {"avx512_bf16"}, vendor="AuthenticAMD")
+    assert _precision("auto") == "int8"
+    flags(VNNI, vendor="GenuineIntel")
+    assert _precision("auto") == "int8"
 
 
 @needs_int8

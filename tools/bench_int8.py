@@ -2,7 +2,9 @@
 
 What ``vsr run`` calls for each frame: ``LumaUpscaler.__call__`` on a (1, 1, H, W) uint8 plane.
 Each round times every engine on the same frames, one after the other; the figures are medians
-over rounds, the ratios medians of the per-round ratios. To measure a CPU without AMX (AMD Zen 4:
+over rounds, the ratios medians of the per-round ratios. For a model whose int8 file has scheme v4's linear
+bypass (espcn), ``int8_no_bypass`` times the same file through scheme v3's steps (tanh tables, no composite
+convolution): what the bypass costs, not a quality anyone ships. To measure a CPU without AMX (AMD Zen 4:
 AVX-512, VNNI and BF16) on an Intel one with it, cap oneDNN::
 
     ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 python tools/bench_int8.py --threads 2
@@ -28,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vsr.bench import BenchOptions, _opencv_fps, machine_info  # noqa: E402
 from vsr.engine import LumaUpscaler  # noqa: E402
 from vsr.models import create_model  # noqa: E402
-from vsr.quantize import load_int8, shipped_int8  # noqa: E402
+from vsr.quantize import QuantESPCN, load_int8, shipped_int8  # noqa: E402
 
 
 def _frames(width: int, height: int, count: int) -> list[torch.Tensor]:
@@ -73,10 +75,14 @@ def main() -> None:
         if int8_file is None:
             print(f"{name} x{args.scale}: no int8 file ships, skipped")
             continue
+        q = load_int8(int8_file)[0]
         engines = {
-            "int8": LumaUpscaler(load_int8(int8_file)[0], dtype=torch.bfloat16, int8=True),
+            "int8": LumaUpscaler(q, dtype=torch.bfloat16, int8=True),
             "bf16": LumaUpscaler(create_model(name, scale=args.scale), dtype=torch.bfloat16),
         }
+        if q.bypass:
+            engines["int8_no_bypass"] = LumaUpscaler(QuantESPCN.from_model(q, q.scales, bypass=False),
+                                                     dtype=torch.bfloat16, int8=True)
         for e in engines.values():
             _fps(e, frames[:2])  # warm-up: prepacking
         samples: dict[str, list[float]] = {k: [] for k in engines}
@@ -86,6 +92,9 @@ def main() -> None:
         ratios = [a / b for a, b in zip(samples["int8"], samples["bf16"])]
         row = {f"{k}_fps": statistics.median(v) for k, v in samples.items()}
         row["int8_over_bf16"] = statistics.median(ratios)
+        if "int8_no_bypass" in samples:
+            row["int8_over_no_bypass"] = statistics.median(
+                a / b for a, b in zip(samples["int8"], samples["int8_no_bypass"]))
         row["samples"] = samples
         with tempfile.TemporaryDirectory() as tmp:
             peer = _opencv_fps(BenchOptions(model=name), args.scale, [f[0, 0].numpy() for f in frames], Path(tmp))
@@ -97,6 +106,8 @@ def main() -> None:
         results["models"][name] = row
         print(f"{name} x{args.scale} {args.size} ({results['onednn_max_cpu_isa']}, {args.threads} threads): "
               f"int8 {row['int8_fps']:.1f} fps, bf16 {row['bf16_fps']:.1f} fps, int8/bf16 {row['int8_over_bf16']:.2f}"
+              + (f", int8 without the bypass {row['int8_no_bypass_fps']:.1f} fps, int8/that "
+                 f"{row['int8_over_no_bypass']:.2f}" if "int8_no_bypass_fps" in row else "")
               + (f", OpenCV {row['opencv_fps']:.1f} fps, int8/OpenCV {row['int8_over_opencv']:.1f}"
                  if "opencv_fps" in row else f", OpenCV: {peer.get('skipped')}"), flush=True)
     if args.json:

@@ -11,9 +11,11 @@ frames each, the model applied to the LR Y plane). Variants are JSON objects:
 * ``lsq``: learn the activation scales during QAT (as log-parameters beside the weights);
 * ``steps`` / ``lr``: the QAT schedule;
 * ``extra_data``: more ``--data`` specs (``DIR[:DOWNSCALE[:WEIGHT]]``) for QAT, beside T91 and BSD200;
-* ``scheme_v2_step``: code tanh activations at scheme v2's step ``tanh(127 s_z) / 127`` instead of the
-  pre-activation's own step ``s_z`` (scheme v3, shipped), in calibration, QAT and measurement alike: the
-  paired comparison behind v3 (docs/PERFORMANCE.md, session 9).
+* ``bypass``: false for scheme v3 (tanh codes between layers 1 and 2) instead of v4's linear bypass (shipped;
+  :mod:`vsr.quantize`), in calibration, QAT and measurement alike: the paired comparison behind v4
+  (docs/PERFORMANCE.md, session 11);
+* ``scheme_v2_step``: scheme v3 with tanh activations coded at scheme v2's step ``tanh(127 s_z) / 127`` instead
+  of the pre-activation's own step ``s_z``: the paired comparison behind v3 (docs/PERFORMANCE.md, session 9).
 
     python tools/int8_calibration_variants.py espcn-fast:4 '{}' '{"seed": 1}' '{"samples": 262144}' '{"lsq": true}'
 
@@ -75,8 +77,10 @@ def quantized(name: str, scale: int, variant: dict[str, Any], out: Path,
     planes = calibration_planes(list(data), scale, [str(SHARED / "videos" / v) for v in CALIBRATION_VIDEOS],
                                 images_per_folder=variant.get("images_per_folder", 12),
                                 frames_per_video=variant.get("frames_per_video", 4))
-    scales = calibrate(fp32, planes, samples=variant.get("samples", 1 << 15), seed=variant.get("seed", 0))
-    module = _LearnedScales.from_model(fp32, scales)
+    bypass = False if variant.get("scheme_v2_step") else variant.get("bypass")
+    scales = calibrate(fp32, planes, samples=variant.get("samples", 1 << 15), seed=variant.get("seed", 0),
+                       bypass=bypass)
+    module = _LearnedScales.from_model(fp32, scales, bypass=bypass)
     if variant.get("lsq"):
         module.learn_scales()
     schedule = {**QAT_DEFAULTS, **{k: variant[k] for k in ("steps", "lr") if k in variant}}
@@ -85,7 +89,7 @@ def quantized(name: str, scale: int, variant: dict[str, Any], out: Path,
     learned = [s.detach().clone() for s in module.scales]
     if "log_scales" in module._modules:
         del module.log_scales
-    return fp32, QuantESPCN.from_model(module, learned).eval()
+    return fp32, QuantESPCN.from_model(module, learned, bypass=bypass).eval()
 
 
 def deltas(fp32: ESPCN, int8: QuantESPCN, scale: int) -> dict[str, float]:

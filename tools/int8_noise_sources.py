@@ -94,16 +94,22 @@ def main() -> None:
     reach = torch.tanh(127 * int8.scales[0])  # each layer-1 channel's largest |tanh| within its clip
     print(f"{name} x{scale}: layer 1's largest |tanh| per channel: median {reach.median().item():.3f}, "
           f"{(reach < 0.5).float().mean().item() * 100:.0f} % of channels under 0.5", flush=True)
-    shipped = quantize.fake_activation
+    shipped, shipped_residual = quantize.fake_activation, quantize.fake_residual
     try:
         for label, switches in ROWS.items():
-            # QuantESPCN.forward looks fake_activation up in its module at each call
+            if callable(switches) and int8.bypass:
+                print(f"{name} x{scale} {label}: a stand-in for scheme v3's tanh codes, which v4 does not have",
+                      flush=True)
+                continue
+            # QuantESPCN.forward looks fake_activation and fake_residual up in their module at each call
             quantize.fake_activation = switches if callable(switches) else functools.partial(shipped, **switches)
+            if not callable(switches):
+                quantize.fake_residual = functools.partial(shipped_residual, **switches)
             with torch.no_grad():
                 d = deltas(fp32, int8, scale)
             print(f"{name} x{scale} {label}: " + ", ".join(f"{k} {v:+.3f}" for k, v in d.items()), flush=True)
     finally:
-        quantize.fake_activation = shipped
+        quantize.fake_activation, quantize.fake_residual = shipped, shipped_residual
 
 
 if __name__ == "__main__":

@@ -8,8 +8,8 @@ runs. The scheme, for 8-bit planes (deeper video does not go through it, see the
 * **Input**: the uint8 plane itself, ``x = q / 255``: exact, no calibration.
 * **Weights**: per output channel, symmetric: ``s = max|w| / 127``, ``w_q = round(w / s)``
   in [-127, 127] (:func:`weight_scales`). Biases stay fp32; accumulation is exact (int32).
-* **Hidden tanh layer** (per output channel ``c``): the pre-activation ``z`` is coded
-  ``k = clamp(round(z / s_z[c]), -128, 127)`` (oneDNN writes ``k + 128`` as uint8) and the
+* **Hidden tanh layer** (scheme v3, where there is no bypass; per output channel ``c``): the
+  pre-activation ``z`` is coded ``k = clamp(round(z / s_z[c]), -128, 127)`` (oneDNN writes ``k + 128`` as uint8) and the
   activation's code is ``clamp(round(tanh(k s_z[c]) / s_z[c]), -127, 127)``, at the same step
   ``s_z[c]`` (scheme v3), looked up in a 256-entry table per channel. Most channels of ESPCN's
   first layer stay in tanh's linear part (median largest ``|tanh|`` 0.14-0.20), where this table
@@ -23,6 +23,22 @@ runs. The scheme, for 8-bit planes (deeper video does not go through it, see the
   int8 convolution fuses ReLU and hardtanh but not tanh, and a separate float tanh pass over
   64 channels cost more than the three int8 convolutions together (640x360, measured); the
   table is one byte-wise pass.
+* **First hidden layer, tanh: the linear bypass** (scheme v4, for tanh ESPCNs of two hidden layers, i.e. espcn).
+  ``tanh(z) = z + (tanh(z) - z)``, and layer 2 is linear, so it reads the two parts apart. The linear part goes
+  to layer 2 in fp32: layer 2's fp32 weights on ``z = w1 * x + b1`` with layer 1's fp32 weights, which the
+  engine computes as one convolution of the uint8 plane with the composite kernel ``w2 o w1`` (7x7, 1568
+  multiply-adds a pixel for espcn's 32 outputs) plus ``w2``'s sums times ``b1``, and the float network's two
+  convolutions on the outermost ring, where ``z``'s zero padding is in reach. Only the residual goes through 8
+  bits: the int8 layer 1's code ``k`` of ``z`` (as above) gives ``tanh(k s) - k s``, coded per channel at
+  :func:`residual_step` (one 256-entry table pass, as v3's), and layer 2's int8 weights read those codes.
+  Where tanh is nearly linear the residual is nearly 0, so what layer 2 reads is ``tanh(z)`` to within the
+  residual's step, not within ``s / 2``: layer 1's code cost v3 most of its noise (without it, espcn x3
+  mdn_flower went from -0.41 to -0.08 dB, ``tools/int8_noise_sources.py``). Each ``s`` is calibrated for the
+  least error of ``z`` plus the coded residual against ``tanh(z)`` (:func:`_best_bypass_scales`). Paired with
+  v3 by the shipped QAT recipe on one machine (``tools/int8_calibration_variants.py espcn:3
+  '{"bypass": false}' '{}'``), espcn x3 against fp32, v3 -> v4: Set5 -0.093 -> -0.046 dB, Set14 -0.048 ->
+  -0.014, mdn_flower -0.414 -> -0.049, mdn_friday -0.218 -> -0.157, imageio_cockatoo -0.672 -> -0.174. The
+  cost is the composite convolution and one add (docs/PERFORMANCE.md, session 11).
 * **Hidden ReLU layer** (per output channel): code ``clamp(round(relu(z) / s_a[c]), 0, 255)``,
   fused in the convolution.
 * Per-channel activation scales cost nothing at run time: ``1/s`` is folded into the layer's
@@ -75,11 +91,13 @@ __all__ = [
     "save_int8",
     "shipped_int8",
     "shipped_int8_names",
+    "residual_step",
+    "residual_table",
     "tanh_table",
     "weight_scales",
 ]
 
-SCHEME = "vsr-int8-v3"  # recorded in every int8 file; a changed scheme gets a new name
+SCHEME = "vsr-int8-v4"  # recorded in every int8 file; a changed scheme gets a new name
 KINDS = ("tanh", "relu")  # activations the scheme covers
 
 
@@ -134,6 +152,49 @@ def fake_activation(z: torch.Tensor, kind: str, scale: torch.Tensor, *, code_inp
     return _ste(a, torch.round(a).clamp(0, 255))
 
 
+def residual_step(scale: torch.Tensor) -> torch.Tensor:
+    """Scheme v4: the real value of one code of the bypassed layer's tanh residual ``tanh(k s) - k s``, per channel:
+    ``(128 s - tanh(128 s)) / 127``, so that the residual of every pre-activation code ``k`` in [-128, 127] fits
+    [-127, 127] (computed in float64: in float32 the difference cancels for small ``s``)."""
+    s = scale.double()
+    return ((128 * s - torch.tanh(128 * s)) / 127).clamp_min(1e-30).float()
+
+
+def _residual_codes(k: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
+    """The residual's code of pre-activation codes ``k`` (float64 throughout, as the engine's table is made)."""
+    s = scale.double()
+    k = k.double()
+    step = (128 * s - torch.tanh(128 * s)) / 127
+    return torch.round((torch.tanh(k * s) - k * s) / step.clamp_min(1e-30)).clamp(-127, 127)
+
+
+def fake_residual(z: torch.Tensor, scale: torch.Tensor, *, code_input: bool = True,
+                  code_output: bool = True) -> torch.Tensor:
+    """Scheme v4's codes of the bypassed layer's residual from its pre-activation ``z`` (N, C, h, w): the pre-activation
+    is coded ``k = clamp(round(z / s), -128, 127)`` (the code the engine's table reads) and ``tanh(k s) - k s`` at
+    :func:`residual_step`. Straight-through: the gradient is that of ``tanh(z) - z``, in code units.
+    ``code_input`` / ``code_output`` (both True in the scheme), as in :func:`fake_activation`."""
+    s = scale.to(z)[:, None, None]
+    step = residual_step(scale).to(z)[:, None, None]
+    kc = (z / s).clamp(-128, 127)
+    a = (torch.tanh(kc * s) - kc * s) / step
+    if code_input and code_output:  # float64, as the engine's table is made
+        value = _residual_codes(torch.round(kc.detach()), scale[:, None, None]).to(z)
+    else:
+        k = torch.round(kc.detach()) if code_input else kc.detach()
+        value = (torch.tanh(k * s) - k * s) / step
+        if code_output:
+            value = torch.round(value).clamp(-127, 127)
+    return _ste(a, value)
+
+
+def residual_table(scale: torch.Tensor) -> np.ndarray:
+    """Scheme v4's tables, ``(1, 256, C)`` uint8: code ``k + 128`` of ``z`` -> the residual's code + 128."""
+    k = torch.arange(-128, 128, dtype=torch.float64)[:, None]
+    codes = _residual_codes(k, scale.double()[None, :]) + 128
+    return np.ascontiguousarray(codes.to(torch.uint8).numpy()[None])
+
+
 def tanh_table(scale: torch.Tensor) -> np.ndarray:
     """The engine's tables, ``(1, 256, C)`` uint8: code ``k + 128`` of ``z`` -> the activation's code + 128."""
     k = torch.arange(-128, 128, dtype=torch.float64)[:, None]
@@ -162,17 +223,22 @@ class QuantESPCN(ESPCN):
     checkpoints and :func:`vsr.models.save_weights` treat it as one.
     """
 
-    def __init__(self, config: ESPCNConfig, scales: Sequence[torch.Tensor]) -> None:
+    def __init__(self, config: ESPCNConfig, scales: Sequence[torch.Tensor], *, bypass: bool | None = None) -> None:
         super().__init__(config)
         self.kind = _kind(config)
         scales = [torch.as_tensor(s, dtype=torch.float32).flatten() for s in scales]
         if [len(s) for s in scales] != list(coded_widths(config)) or not all(bool((s > 0).all()) for s in scales):
             raise WeightsError(f"int8 needs positive activation scales for layers of widths {list(coded_widths(config))}")
         self.scales = scales
+        can_bypass = self.kind == "tanh" and len(scales) == 1
+        if bypass and not can_bypass:
+            raise WeightsError("the linear bypass (scheme v4) covers tanh ESPCNs with two hidden layers")
+        #: scheme v4's linear bypass of the first layer (the default where it applies); False: scheme v3's tanh codes
+        self.bypass = can_bypass if bypass is None else bypass
 
     @classmethod
-    def from_model(cls, model: ESPCN, scales: Sequence[torch.Tensor]) -> "QuantESPCN":
-        q = cls(model.config, scales)
+    def from_model(cls, model: ESPCN, scales: Sequence[torch.Tensor], *, bypass: bool | None = None) -> "QuantESPCN":
+        q = cls(model.config, scales, bypass=bypass)
         q.load_state_dict(model.state_dict())
         return q
 
@@ -183,6 +249,8 @@ class QuantESPCN(ESPCN):
         """Per int8 layer (all but the last), the real value of one input code per input channel
         (folded into its weights)."""
         steps = [torch.full((1,), 1 / 255)]
+        if self.bypass:  # layer 2 reads the residual's codes
+            return steps + [residual_step(self.scales[0])]
         return steps + [output_step(self.kind, s) for s in self.scales]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -190,10 +258,16 @@ class QuantESPCN(ESPCN):
             raise ValueError(f"ESPCN expects a (N, 1, H, W) tensor, got shape {tuple(x.shape)}")
         y = torch.round(x * 255)  # the engine's input: the uint8 plane's codes
         convs, steps = self.convs(), self.input_steps()
+        z = None  # scheme v4: the bypassed layer's pre-activation in fp32
         for i, conv in enumerate(convs[:-1]):  # int8 layers: codes in, int8 weights
             w = conv.weight * steps[i].to(conv.weight)[None, :, None, None]
-            y = torch.nn.functional.conv2d(y, fake_weight(w), conv.bias, padding=conv.padding)
-            if i < len(self.scales):
+            codes, y = y, torch.nn.functional.conv2d(y, fake_weight(w), conv.bias, padding=conv.padding)
+            if z is not None:  # the linear part in fp32: layer 2's weights on z (the engine: one composite conv)
+                y, z = y + torch.nn.functional.conv2d(z, conv.weight, None, padding=conv.padding), None
+            if i == 0 and self.bypass:  # z from layer 1's fp32 weights; the residual from its int8 code
+                z, y = (torch.nn.functional.conv2d(codes, w, conv.bias, padding=conv.padding),
+                        fake_residual(y, self.scales[0]))
+            elif i < len(self.scales):
                 y = fake_activation(y, self.kind, self.scales[i])
             else:  # the last hidden layer: fp32 activation
                 y = torch.tanh(y) if self.kind == "tanh" else torch.relu(y)
@@ -222,9 +296,26 @@ def _best_scales(values: torch.Tensor, kind: str) -> torch.Tensor:
     return best
 
 
+def _best_bypass_scales(values: torch.Tensor) -> torch.Tensor:
+    """Scheme v4, per channel: the pre-activation step ``s`` with the least error of what layer 2 reads, ``z`` plus the
+    residual's code, against ``tanh(z)``. Up to 1.25 times the largest ``|z|`` / 127: a coarser ``s`` clips nothing
+    and rounds ``z`` only inside ``tanh``, so in the linear part the error is that of the residual alone."""
+    top = values.abs().amax(1).clamp_min(1e-6)[:, None]
+    best = torch.zeros(len(values))
+    best_err = torch.full((len(values),), float("inf"))
+    for f in np.linspace(1 / 64, 1.25, 80):
+        s = top * f / 127
+        got = values.double() + _residual_codes(torch.round(values / s).clamp(-128, 127), s) * residual_step(s).double()
+        err = (got - torch.tanh(values.double())).square().mean(1).float()
+        better = err < best_err
+        best = torch.where(better, s[:, 0], best)
+        best_err = torch.where(better, err, best_err)
+    return best
+
+
 @torch.no_grad()
 def calibrate(model: ESPCN, planes: Iterable[np.ndarray], *, samples: int = 1 << 15,
-              seed: int = 0) -> list[torch.Tensor]:
+              seed: int = 0, bypass: bool | None = None) -> list[torch.Tensor]:
     """Per-channel activation scales of ``model`` for the int8 scheme, from 8-bit luma planes of real frames.
 
     Layer by layer on the quantised network so far (each layer sees the error of those before);
@@ -235,7 +326,7 @@ def calibrate(model: ESPCN, planes: Iterable[np.ndarray], *, samples: int = 1 <<
     xs = [torch.from_numpy(np.ascontiguousarray(p, dtype=np.float32))[None, None] for p in planes]
     if not xs:
         raise WeightsError("no calibration frames")
-    q = QuantESPCN(model.config, [torch.ones(w) for w in coded_widths(model.config)])
+    q = QuantESPCN(model.config, [torch.ones(w) for w in coded_widths(model.config)], bypass=bypass)
     q.load_state_dict(model.state_dict())
     convs, scales = q.convs(), []
     for i, conv in enumerate(convs[: len(q.scales)]):
@@ -243,7 +334,7 @@ def calibrate(model: ESPCN, planes: Iterable[np.ndarray], *, samples: int = 1 <<
         zs = [torch.nn.functional.conv2d(x, w, conv.bias, padding=conv.padding) for x in xs]
         flat = torch.cat([z.transpose(0, 1).flatten(1) for z in zs], 1)
         pick = flat[:, torch.randint(flat.shape[1], (min(samples, flat.shape[1]),), generator=rng)]
-        q.scales[i] = _best_scales(pick, kind)
+        q.scales[i] = _best_bypass_scales(pick) if q.bypass else _best_scales(pick, kind)
         scales.append(q.scales[i])
         xs = [fake_activation(z, kind, q.scales[i]) for z in zs]
     return scales

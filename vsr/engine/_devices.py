@@ -8,7 +8,7 @@ import torch
 
 from ..errors import DeviceError
 
-__all__ = ["cpu_has_int8_dot", "cpu_has_native_bf16", "exact_levels", "precision_candidates", "resolve_device", "resolve_precision",
+__all__ = ["cpu_has_int8_dot", "cpu_has_native_bf16", "cpu_vendor", "exact_levels", "int8_beats_bf16", "precision_candidates", "resolve_device", "resolve_precision",
            "strict_fp32", "tf32_flags", "use_int8"]
 
 #: CPU flags (``/proc/cpuinfo``) of integer dot-product instructions the int8 engine runs on.
@@ -44,6 +44,28 @@ def cpu_flags() -> frozenset[str]:
     return frozenset(line.partition(":")[2].split())
 
 
+@functools.lru_cache(maxsize=1)
+def cpu_vendor() -> str:
+    """The CPU's ``vendor_id`` as ``/proc/cpuinfo`` gives it (``GenuineIntel``, ``AuthenticAMD``; empty where unknown)."""
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            line = next((line for line in f if line.startswith("vendor_id")), "")
+    except OSError:
+        return ""
+    return line.partition(":")[2].strip()
+
+
+def int8_beats_bf16() -> bool:
+    """Whether ``auto`` takes the int8 engine over bf16 on this CPU (given the instructions and a file in the bound).
+
+    Not on AMD CPUs with AVX512-BF16 (Zen 4, Zen 5), whose bf16 convolutions are as fast as the int8 engine or
+    faster: espcn x3 at 640x360, 2 threads (``tools/bench_int8.py``), int8/bf16 0.99-1.02 on a Zen 4 (scheme v3) and
+    0.63-0.71 on a Zen 5 (scheme v4; v3 0.85-0.90), against 2.14 on an Intel Xeon with AVX512-BF16 but no AMX
+    (docs/PERFORMANCE.md, sessions 7, 8 and 11). ``--precision int8`` still runs it there.
+    """
+    return not (cpu_vendor() == "AuthenticAMD" and "avx512_bf16" in cpu_flags())
+
+
 def cpu_has_native_bf16() -> bool:
     """True when the CPU computes bf16 in hardware (AVX512-BF16 or AMX), where bf16 is faster than fp32."""
     return bool({"avx512_bf16", "amx_bf16"} & cpu_flags())
@@ -64,11 +86,12 @@ def float_advice() -> str:
 def use_int8(spec: str, device: torch.device, *, ships: bool) -> bool:
     """Whether precision ``spec`` runs the int8 engine; ``ships``: the model's int8 file is there.
 
-    ``auto`` → int8 only on a CPU with the instructions and for a model whose int8 file ships;
+    ``auto`` → int8 only on a CPU with the instructions where int8 is the faster engine (:func:`int8_beats_bf16`),
+    and for a model whose int8 file ships;
     ``int8`` on a device or CPU that cannot run it is an error (the file's absence is the caller's).
     """
     if spec == "auto":
-        return device.type == "cpu" and ships and cpu_has_int8_dot()
+        return device.type == "cpu" and ships and cpu_has_int8_dot() and int8_beats_bf16()
     if spec != "int8":
         return False
     if device.type != "cpu":

@@ -31,6 +31,13 @@ of paired products, which VNNI does not have (``tools/engine_checks.py int8-exac
   scheme v1 (8-bit codes of that layer, the last layer as two int8 weight halves), espcn x3
   640x360, one thread, oneDNN capped to AVX512_CORE_BF16: 69.6 -> 72.3 ms a frame with the
   machine loaded (bf16 fused: 194 ms), for about half the quantisation noise on a real clip.
+* Scheme v4's linear bypass (espcn): layer 1's table gives the code of tanh's residual ``tanh(k s) - k s``
+  instead of tanh's, layer 2's int8 convolution reads those codes, and its fp32 output gets the linear part
+  added in place before the activation: an fp32 oneDNN convolution of the plane itself with the composite
+  kernel ``w2 o w1`` (7x7, weights reordered once, ``w2``'s sums times ``b1`` as its bias), whose outermost
+  ring (where layer 1's zero padding is in reach) is recomputed by the float network's two convolutions on
+  strips of the plane along each edge. PyTorch's NCHW ``conv2d`` took 25 ms on that one-channel plane at
+  640x360, the reordered channels_last oneDNN call 2.4 ms (AMD EPYC Zen 5, 2 threads).
 * Padding: a zero-padded border holds the real value 0, i.e. the input's zero point (0 for
   the plane, 128 for tanh codes, 0 for ReLU codes), as in the float network.
 
@@ -49,7 +56,7 @@ from __future__ import annotations
 import cv2
 import torch
 
-from ..quantize import QuantESPCN, quantized_weight, tanh_table
+from ..quantize import QuantESPCN, quantized_weight, residual_table, tanh_table
 from ._fused_bf16 import cache_tile, write_shuffled
 
 __all__ = ["Int8CpuNet"]
@@ -58,6 +65,9 @@ __all__ = ["Int8CpuNet"]
 _Layer = tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int], int, int]
 # the last layer, fp32: (reordered weight, bias, padding, clamp bounds)
 _Last = tuple[torch.Tensor, torch.Tensor, list[int], list[float]]
+# scheme v4's linear bypass, fp32: (composite weight, its bias, layer 1's weight per input code, its bias,
+# layer 2's weight), times the sigmoid trick's 2 but layer 1's
+_Bypass = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
 class Int8CpuNet:
@@ -68,8 +78,11 @@ class Int8CpuNet:
         self.kind = model.kind
         self._model = model
         self._widest = max(model.config.widths)
-        self._tables = [tanh_table(s) for s in model.scales] if self.kind == "tanh" else []
-        self._packed: dict[int, tuple[list[_Layer], _Last]] = {}
+        if model.bypass:
+            self._tables = [residual_table(model.scales[0])]
+        else:
+            self._tables = [tanh_table(s) for s in model.scales] if self.kind == "tanh" else []
+        self._packed: dict[int, tuple[list[_Layer], _Last, _Bypass | None]] = {}
         self._zero_points: dict[int, torch.Tensor] = {}  # out channels -> the weights' zero points (0)
 
     @staticmethod
@@ -98,9 +111,9 @@ class Int8CpuNet:
         """LR tile side that keeps a frame batch's activations (one byte a channel) in cache, or 0."""
         return cache_tile(shape, self._widest)
 
-    def _pack(self, max_value: int, in_size: list[int]) -> tuple[list[_Layer], _Last]:
+    def _pack(self, max_value: int, in_size: list[int]) -> tuple[list[_Layer], _Last, _Bypass | None]:
         """Per int8 layer: weights quantised with every scale folded in (see :mod:`vsr.quantize`), prepacked
-        once; the fp32 last layer reordered once."""
+        once; the fp32 last layer reordered once; scheme v4's composite."""
         packed = self._packed.get(max_value)
         if packed is None:
             layers: list[_Layer] = []
@@ -127,9 +140,50 @@ class Int8CpuNet:
             size = [in_size[0], w.shape[1], in_size[2], in_size[3]]
             w = torch.ops.mkldnn._reorder_convolution_weight(w, list(last.padding), [1, 1], [1, 1], 1, size)
             packed = (layers, (w, (last.bias.detach().float() * max_value + 0.5).contiguous(), list(last.padding),
-                               [0.0, max_value + 0.49]))
+                               [0.0, max_value + 0.49]),
+                      self._composite(convs[0].weight.detach().float() * steps[0], *convs[:2], in_size)
+                      if model.bypass else None)
             self._packed[max_value] = packed
         return packed
+
+    @staticmethod
+    def _composite(w1: torch.Tensor, conv1: torch.nn.Conv2d, conv2: torch.nn.Conv2d, in_size: list[int]) -> _Bypass:
+        """Scheme v4's linear part: layer 2's fp32 weights on layer 1's exact pre-activation ``z = w1 * x + b1`` are
+        one convolution of the plane, ``(w2 o w1) * x`` (kernel 7x7 for espcn's 5x5 and 3x3), plus ``w2``'s
+        sums times ``b1``, wherever ``z``'s zero padding (outside the image) is not in reach: every pixel but
+        the outermost ring, which :meth:`_exact_ring` computes as the float network does."""
+        w2 = conv2.weight.detach().float() * 2  # the sigmoid trick's 2 (see the module docstring)
+        k1, k2 = w1.shape[-1], w2.shape[-1]
+        composite = torch.nn.functional.conv2d(torch.nn.functional.pad(w1.transpose(0, 1), [k2 - 1] * 4),
+                                               w2.flip(2, 3)).transpose(0, 1).contiguous()
+        b1 = conv1.bias.detach().float()
+        pad = (composite.shape[-1] - 1) // 2  # an fp32 oneDNN convolution, its weight reordered once
+        composite = torch.ops.mkldnn._reorder_convolution_weight(
+            composite.contiguous(memory_format=torch.channels_last), [pad, pad], [1, 1], [1, 1], 1, in_size)
+        return composite, (w2.sum((2, 3)) @ b1).contiguous(), w1.contiguous(), b1.contiguous(), w2.contiguous()
+
+    @staticmethod
+    def _linear_part(x: torch.Tensor, bypass: _Bypass) -> torch.Tensor:
+        """Layer 2's fp32 weights on layer 1's exact pre-activation (zero outside the image), times 2: the composite
+        convolution inside, the float network's two convolutions on the outermost ring."""
+        composite, bias, w1, b1, w2 = bypass
+        pad = (w1.shape[-1] + w2.shape[-1]) // 2 - 1
+        xf = x.float().contiguous(memory_format=torch.channels_last)
+        out = torch.ops.mkldnn._convolution_pointwise(xf, composite, bias, [pad, pad], [1, 1], [1, 1], 1, "none", [],
+                                                      "")
+        reach = w1.shape[-1] // 2 + w2.shape[-1] // 2 + 1  # input rows that fix an edge row
+
+        def exact(strip: torch.Tensor) -> torch.Tensor:  # channels_last: oneDNN's fast path for a 1-channel input
+            strip = strip.contiguous(memory_format=torch.channels_last)
+            z = torch.nn.functional.conv2d(strip, w1, b1, padding=w1.shape[-1] // 2)
+            return torch.nn.functional.conv2d(z, w2, None, padding=w2.shape[-1] // 2)
+
+        n = x.shape[0]  # the two strips of each direction in one batch: fewer oneDNN calls
+        rows = exact(torch.cat([xf[:, :, :reach], xf[:, :, -reach:]]))
+        out[:, :, 0], out[:, :, -1] = rows[:n, :, 0], rows[n:, :, -1]
+        cols = exact(torch.cat([xf[:, :, :, :reach], xf[:, :, :, -reach:]]))
+        out[:, :, :, 0], out[:, :, :, -1] = cols[:n, :, :, 0], cols[n:, :, :, -1]
+        return out
 
     @staticmethod
     def _prepacked(wq: torch.Tensor, ws: torch.Tensor, x_zp: int, padding: tuple[int, ...]) -> torch.Tensor:
@@ -147,7 +201,7 @@ class Int8CpuNet:
         if max_value > 255 or planes.dtype != torch.uint8:
             raise ValueError("the int8 path takes 8-bit planes (uint8); deeper ones go through the fused path")
         y = planes.contiguous(memory_format=torch.channels_last)
-        (*coded, (w_f, s_f, b_f, pad_f, xzp_f, _)), (w_last, b_last, pad_last, bounds) = self._pack(
+        (*coded, (w_f, s_f, b_f, pad_f, xzp_f, _)), (w_last, b_last, pad_last, bounds), bypass = self._pack(
             max_value, list(planes.shape))
         act = "relu" if self.kind == "relu" else "none"
         for i, (weight, ws, bias, pad_i, xzp_i, ozp) in enumerate(coded):
@@ -161,6 +215,8 @@ class Int8CpuNet:
         y = torch.ops.onednn.qconv2d_pointwise(
             y, 1.0, xzp_f, w_f, s_f, self._zeros(len(s_f)), b_f, [1, 1], pad_f, [1, 1], 1, 1.0, 0, torch.float32,
             act, [], "")
+        if bypass is not None:  # scheme v4: y held layer 2 on the residual's codes; add its linear part
+            y.add_(self._linear_part(planes, bypass))
         if self.kind == "tanh":
             y.sigmoid_().sub_(0.5)  # tanh(z) / 2 of the pre-activation z (2z came out): see the module docstring
         # fp32 last layer; value + 0.5 (in the bias), clamped by the post-op, truncated by the integer copy
