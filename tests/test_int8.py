@@ -19,7 +19,7 @@ from vsr.engine._int8 import Int8CpuNet
 from vsr.errors import DeviceError, WeightsError
 from vsr.evaluate import engine_upscaler, evaluate
 from vsr.models import create_model, shipped_weights
-from vsr.quantize import (SCHEME, QuantESPCN, calibrate, fake_activation, fake_residual, file_sha256, load_int8,
+from vsr.quantize import (RESIDUAL_STEP_FLOOR, SCHEME, QuantESPCN, calibrate, fake_activation, fake_residual, file_sha256, load_int8,
                            residual_step, residual_table, save_int8, shipped_int8, tanh_table)
 
 SHIPPED = [(m, s) for m in ("espcn", "espcn-fast") for s in (2, 3, 4) if shipped_int8(m, s) is not None]
@@ -90,7 +90,9 @@ def test_bypass_residual_codes_vanish_where_tanh_is_linear() -> None:
     scales = torch.tensor([1e-4, 1.2e-3, 0.012])
     table = residual_table(scales)[0].astype(int) - 128  # (256, C): code k + 128 -> residual code
     k = np.arange(-128, 128)
-    assert table[128].tolist() == [0, 0, 0] and (table[0] == 127).all()  # k = 0 and k = -128
+    assert table[128].tolist() == [0, 0, 0] and table[0, 2] == 127  # k = 0; k = -128 on the largest step
+    step = residual_step(scales).double().numpy()
+    assert np.allclose(step[:2], step[2] * RESIDUAL_STEP_FLOOR)  # the two smaller steps are floored
     assert (np.diff(table, axis=0) <= 0).all() and np.array_equal(table[1:], -table[1:][::-1])
     step = residual_step(scales).double().numpy()
     want = (np.tanh(k[:, None] * scales.double().numpy()) - k[:, None] * scales.double().numpy()) / step

@@ -54,7 +54,7 @@ def breakdown(net: Int8CpuNet, x: torch.Tensor, repeats: int) -> dict[str, float
 
     act = "relu" if net.kind == "relu" else "none"
     for _ in range(repeats + 5):
-        coded, (w_last, b_last, pad_last, bounds) = net._pack(255, list(x.shape))
+        coded, (w_last, b_last, pad_last, bounds), bypass = net._pack(255, list(x.shape))
         *coded, (w_f, s_f, b_f, pad_f, xzp_f, _) = list(coded)
         y = x
         for i, (w, ws, b, pad, xzp, ozp) in enumerate(coded):
@@ -63,12 +63,17 @@ def breakdown(net: Int8CpuNet, x: torch.Tensor, repeats: int) -> dict[str, float
                                act, [], ""))
             if net._tables:
                 codes = _hwc(y)
-                step(f"tanh of layer {i + 1}'s codes (cv2.LUT, per-channel tables)",
+                what = "tanh residual" if bypass is not None else "tanh"
+                step(f"{what} of layer {i + 1}'s codes (cv2.LUT, per-channel tables)",
                      lambda: cv2.LUT(codes, net._tables[i], dst=codes))
         n = len(coded) + 1
         y = step(f"layer {n}: int8 conv, fp32 out",
                  lambda: q(y, 1.0, xzp_f, w_f, s_f, net._zeros(len(s_f)), b_f, [1, 1], pad_f, [1, 1], 1, 1.0, 0,
                            torch.float32, act, [], ""))
+        if bypass is not None:
+            linear = step("scheme v4's linear part: fp32 composite conv 1->32 7x7, edge strips",
+                          lambda: net._linear_part(x, bypass))
+            step("scheme v4's linear part: add", lambda: y.add_(linear))
         if net.kind == "tanh":
             step("tanh in fp32 (as sigmoid(2z) - 1/2)", lambda: y.sigmoid_().sub_(0.5))
         out = step(f"layer {n + 1}: fp32 conv", lambda: torch.ops.mkldnn._convolution_pointwise(
@@ -112,7 +117,7 @@ def alternatives(net: Int8CpuNet, frames: list[torch.Tensor], repeats: int) -> d
     """ms of each step the engine takes against the alternatives measured for it (tanh models)."""
     q, pw = torch.ops.onednn.qconv2d_pointwise, torch.ops.mkldnn._convolution_pointwise
     x = frames[0].contiguous(memory_format=torch.channels_last)
-    (first, *_, last_hidden), (w_last, b_last, pad_last, bounds) = net._pack(255, list(x.shape))
+    (first, *_, last_hidden), (w_last, b_last, pad_last, bounds), _ = net._pack(255, list(x.shape))
     w1, ws1, b1, pad1, zp1, ozp1 = first
     wf, sf, bf, padf, zpf, _ = last_hidden
     table = net._tables[0]

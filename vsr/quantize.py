@@ -34,11 +34,12 @@ runs. The scheme, for 8-bit planes (deeper video does not go through it, see the
   Where tanh is nearly linear the residual is nearly 0, so what layer 2 reads is ``tanh(z)`` to within the
   residual's step, not within ``s / 2``: layer 1's code cost v3 most of its noise (without it, espcn x3
   mdn_flower went from -0.41 to -0.08 dB, ``tools/int8_noise_sources.py``). Each ``s`` is calibrated for the
-  least error of ``z`` plus the coded residual against ``tanh(z)`` (:func:`_best_bypass_scales`). Paired with
-  v3 by the shipped QAT recipe on one machine (``tools/int8_calibration_variants.py espcn:3
-  '{"bypass": false}' '{}'``), espcn x3 against fp32, v3 -> v4: Set5 -0.093 -> -0.046 dB, Set14 -0.048 ->
-  -0.014, mdn_flower -0.414 -> -0.049, mdn_friday -0.218 -> -0.157, imageio_cockatoo -0.672 -> -0.174. The
-  cost is the composite convolution and one add (docs/PERFORMANCE.md, session 11).
+  least error of ``z`` plus the coded residual against ``tanh(z)`` (:func:`_best_bypass_scales`), and the
+  residual steps are floored at :data:`RESIDUAL_STEP_FLOOR` of the largest. Paired with v3 by the shipped QAT
+  recipe on one machine (``tools/int8_calibration_variants.py espcn:3 '{"bypass": false}' '{}'``), espcn x3
+  against fp32, v3 -> v4: Set5 -0.093 -> -0.034 dB, Set14 -0.048 -> -0.010, mdn_flower -0.414 -> -0.038,
+  mdn_friday -0.218 -> -0.139, imageio_cockatoo -0.672 -> -0.113. The cost is the composite convolution, the
+  edge strips and one add (docs/PERFORMANCE.md, session 11).
 * **Hidden ReLU layer** (per output channel): code ``clamp(round(relu(z) / s_a[c]), 0, 255)``,
   fused in the convolution.
 * Per-channel activation scales cost nothing at run time: ``1/s`` is folded into the layer's
@@ -152,20 +153,36 @@ def fake_activation(z: torch.Tensor, kind: str, scale: torch.Tensor, *, code_inp
     return _ste(a, torch.round(a).clamp(0, 255))
 
 
+#: Scheme v4: no channel's residual step is under this fraction of its layer's largest. Layer 2's int8 weights
+#: fold each input channel's step in and are scaled per output channel, so a channel whose step is 1/1000 of the
+#: largest would keep almost none of their 8 bits; floored, it keeps 5. Measured on espcn x3 (the shipped QAT
+#: recipe, ``tools/int8_calibration_variants.py``, with the floor also inside calibration's search), Set5 /
+#: mdn_flower / imageio_cockatoo against fp32: no floor -0.046 / -0.049 / -0.174 dB; 1/64 -0.035 / -0.037 /
+#: -0.135; 1/32 -0.034 / -0.038 / -0.124; 1/16 -0.035 / -0.041 / -0.118; 1/8 -0.037 / -0.057 / -0.130. As
+#: shipped (calibration searches each channel's own step, the floor comes after): -0.034 / -0.038 / -0.113.
+RESIDUAL_STEP_FLOOR = 1 / 32
+
+
+def _residual_step64(scale: torch.Tensor, *, floor: bool = True) -> torch.Tensor:
+    """Per channel of ``scale`` (one layer's ``s``, 1-D), float64: in float32 ``128 s - tanh(128 s)`` cancels for
+    small ``s``. ``floor=False``: each channel's own step, as calibration searches it."""
+    s = scale.double()
+    step = ((128 * s - torch.tanh(128 * s)) / 127).clamp_min(1e-30)
+    return torch.maximum(step, step.max() * RESIDUAL_STEP_FLOOR) if floor else step
+
+
 def residual_step(scale: torch.Tensor) -> torch.Tensor:
-    """Scheme v4: the real value of one code of the bypassed layer's tanh residual ``tanh(k s) - k s``, per channel:
-    ``(128 s - tanh(128 s)) / 127``, so that the residual of every pre-activation code ``k`` in [-128, 127] fits
-    [-127, 127] (computed in float64: in float32 the difference cancels for small ``s``)."""
-    s = scale.double()
-    return ((128 * s - torch.tanh(128 * s)) / 127).clamp_min(1e-30).float()
+    """Scheme v4: the real value of one code of the bypassed layer's tanh residual ``tanh(k s) - k s``, per channel
+    of ``scale`` (1-D): ``(128 s - tanh(128 s)) / 127``, so that the residual of every pre-activation code ``k`` in
+    [-128, 127] fits [-127, 127], and at least :data:`RESIDUAL_STEP_FLOOR` times the layer's largest."""
+    return _residual_step64(scale).float()
 
 
-def _residual_codes(k: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
-    """The residual's code of pre-activation codes ``k`` (float64 throughout, as the engine's table is made)."""
-    s = scale.double()
-    k = k.double()
-    step = (128 * s - torch.tanh(128 * s)) / 127
-    return torch.round((torch.tanh(k * s) - k * s) / step.clamp_min(1e-30)).clamp(-127, 127)
+def _residual_codes(k: torch.Tensor, s: torch.Tensor, step: torch.Tensor) -> torch.Tensor:
+    """The residual's code of pre-activation codes ``k`` at steps ``s`` and ``step`` (broadcast; float64
+    throughout, as the engine's table is made)."""
+    s, k = s.double(), k.double()
+    return torch.round((torch.tanh(k * s) - k * s) / step.double()).clamp(-127, 127)
 
 
 def fake_residual(z: torch.Tensor, scale: torch.Tensor, *, code_input: bool = True,
@@ -179,7 +196,8 @@ def fake_residual(z: torch.Tensor, scale: torch.Tensor, *, code_input: bool = Tr
     kc = (z / s).clamp(-128, 127)
     a = (torch.tanh(kc * s) - kc * s) / step
     if code_input and code_output:  # float64, as the engine's table is made
-        value = _residual_codes(torch.round(kc.detach()), scale[:, None, None]).to(z)
+        value = _residual_codes(torch.round(kc.detach()), scale[:, None, None],
+                                _residual_step64(scale)[:, None, None]).to(z)
     else:
         k = torch.round(kc.detach()) if code_input else kc.detach()
         value = (torch.tanh(k * s) - k * s) / step
@@ -191,7 +209,7 @@ def fake_residual(z: torch.Tensor, scale: torch.Tensor, *, code_input: bool = Tr
 def residual_table(scale: torch.Tensor) -> np.ndarray:
     """Scheme v4's tables, ``(1, 256, C)`` uint8: code ``k + 128`` of ``z`` -> the residual's code + 128."""
     k = torch.arange(-128, 128, dtype=torch.float64)[:, None]
-    codes = _residual_codes(k, scale.double()[None, :]) + 128
+    codes = _residual_codes(k, scale[None, :], _residual_step64(scale)[None, :]) + 128
     return np.ascontiguousarray(codes.to(torch.uint8).numpy()[None])
 
 
@@ -305,7 +323,8 @@ def _best_bypass_scales(values: torch.Tensor) -> torch.Tensor:
     best_err = torch.full((len(values),), float("inf"))
     for f in np.linspace(1 / 64, 1.25, 80):
         s = top * f / 127
-        got = values.double() + _residual_codes(torch.round(values / s).clamp(-128, 127), s) * residual_step(s).double()
+        step = _residual_step64(s[:, 0], floor=False)[:, None]  # each channel's own: the floor depends on them all
+        got = values.double() + _residual_codes(torch.round(values / s).clamp(-128, 127), s, step) * step
         err = (got - torch.tanh(values.double())).square().mean(1).float()
         better = err < best_err
         best = torch.where(better, s[:, 0], best)

@@ -151,10 +151,10 @@ class Int8CpuNet:
         """Scheme v4's linear part: layer 2's fp32 weights on layer 1's exact pre-activation ``z = w1 * x + b1`` are
         one convolution of the plane, ``(w2 o w1) * x`` (kernel 7x7 for espcn's 5x5 and 3x3), plus ``w2``'s
         sums times ``b1``, wherever ``z``'s zero padding (outside the image) is not in reach: every pixel but
-        the outermost ring, which :meth:`_exact_ring` computes as the float network does."""
+        the outermost ring, which :meth:`_linear_part` computes as the float network does."""
         w2 = conv2.weight.detach().float() * 2  # the sigmoid trick's 2 (see the module docstring)
-        k1, k2 = w1.shape[-1], w2.shape[-1]
-        composite = torch.nn.functional.conv2d(torch.nn.functional.pad(w1.transpose(0, 1), [k2 - 1] * 4),
+        # (w2 o w1)[t] = sum over a of w2[a] w1[t - a]: w1 zero-padded, correlated with w2 flipped
+        composite = torch.nn.functional.conv2d(torch.nn.functional.pad(w1.transpose(0, 1), [w2.shape[-1] - 1] * 4),
                                                w2.flip(2, 3)).transpose(0, 1).contiguous()
         b1 = conv1.bias.detach().float()
         pad = (composite.shape[-1] - 1) // 2  # an fp32 oneDNN convolution, its weight reordered once
