@@ -368,7 +368,10 @@ def test_keys_and_mouse_in_the_window(tmp_path: Path, random_weights) -> None:
     report_file = tmp_path / "report.json"
     script = tmp_path / "interact.sh"
     script.write_text(_INTERACT.format(x0=w, x1=w + 20, x2=60))
-    cmd = ["xvfb-run", "-a", "bash", str(script), sys.executable, "-m", "vsr", "live", "--source", str(clip),
+    # its own display numbers (from 150): the previous test's Xvfb on :99 may still be going away, and a server that
+    # cannot take the display leaves the window with none ("could not connect to display :99", seen in CI)
+    cmd = ["xvfb-run", "-a", "-n", "150", "bash", str(script), sys.executable, "-m", "vsr", "live",
+           "--source", str(clip),
            "--loop", "--report", str(report_file), "--weights", str(random_weights("espcn-fast", scale)),
            "--model", "espcn-fast", "--scale", str(scale), "--device", "cpu"]
     env = {k: v for k, v in os.environ.items() if k not in ("DISPLAY", "VSR_LIVE_RESTARTED")}
