@@ -9,8 +9,8 @@ runs. The scheme, for 8-bit planes (deeper video does not go through it, see the
 * **Weights**: per output channel, symmetric: ``s = max|w| / 127``, ``w_q = round(w / s)``
   in [-127, 127] (:func:`weight_scales`). Biases stay fp32; accumulation is exact (int32).
 * **Hidden tanh layer** (scheme v3, where there is no bypass; per output channel ``c``): the
-  pre-activation ``z`` is coded ``k = clamp(round(z / s_z[c]), -128, 127)`` (oneDNN writes ``k + 128`` as uint8) and the
-  activation's code is ``clamp(round(tanh(k s_z[c]) / s_z[c]), -127, 127)``, at the same step
+  pre-activation ``z`` is coded ``k = clamp(round(z / s_z[c]), -128, 127)`` (oneDNN writes ``k + 128``
+  as uint8) and the activation's code is ``clamp(round(tanh(k s_z[c]) / s_z[c]), -127, 127)``, at the same step
   ``s_z[c]`` (scheme v3), looked up in a 256-entry table per channel. Most channels of ESPCN's
   first layer stay in tanh's linear part (median largest ``|tanh|`` 0.14-0.20), where this table
   is the identity and a value is rounded once. v2 coded the activation at
@@ -57,7 +57,8 @@ runs. The scheme, for 8-bit planes (deeper video does not go through it, see the
   on 8-bit codes; rounding its weights to one int8 had cost espcn x3 0.12 dB on Set5.)
 
 So the 8-bit quantities are the input plane (exact), the weights of every layer but the last, and
-the activation codes *between* the int8 layers, i.e. of every hidden layer but the last.
+the activation codes *between* the int8 layers, i.e. of every hidden layer but the last (with the
+bypass, the residual's codes).
 
 ``s_z`` (tanh) and ``s_a`` (ReLU), one per channel of every hidden layer but the last, are calibrated on
 real frames (:func:`calibrate`: each channel's clip with the least quantisation error over its
