@@ -20,6 +20,10 @@ engine's scheme), against its fp32 model on Set5, Set14 and four real clips degr
   ``vsr/quantize.py``);
 * without either activation code: what the int8 weights alone cost.
 
+On a scheme v4 file (espcn, the linear bypass) the two codes are those of the residual ``tanh(k s) - k s``:
+"without the pre-activation code" takes it of ``z / s`` unrounded, "without the activation code" passes it on
+unrounded; the two stand-in rows are v3's and are skipped.
+
 The first line gives how far layer 1's channels reach into tanh (the median largest ``|tanh|``).
 The weights stay int8 in every row. What is left in rows 2 and 3 is the other roundings' share, and row 4
 is the weights' own.
