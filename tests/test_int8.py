@@ -18,9 +18,10 @@ from vsr.engine import _devices
 from vsr.engine._int8 import Int8CpuNet
 from vsr.errors import DeviceError, WeightsError
 from vsr.evaluate import engine_upscaler, evaluate
-from vsr.models import create_model, shipped_weights
-from vsr.quantize import (RESIDUAL_STEP_FLOOR, SCHEME, QuantESPCN, calibrate, fake_activation, fake_residual, file_sha256, load_int8,
-                           residual_step, residual_table, save_int8, shipped_int8, tanh_table)
+from vsr.models import ESPCNConfig, create_model, shipped_weights
+from vsr.quantize import (RESIDUAL_STEP_FLOOR, SCHEME, QuantESPCN, _best_relu_bypass_scales, calibrate,
+                           fake_activation, fake_residual, file_sha256, load_int8, residual_step, residual_table,
+                           save_int8, shipped_int8, tanh_table)
 
 SHIPPED = [(m, s) for m in ("espcn", "espcn-fast") for s in (2, 3, 4) if shipped_int8(m, s) is not None]
 VNNI = {"avx512f", "avx512_bf16", "avx512_vnni"}  # AVX-512 with bf16 and VNNI, as far as vsr looks
@@ -58,7 +59,7 @@ def test_engine_computes_the_scheme_it_was_trained_for(model: str, scale: int, b
     """oneDNN's int8 result equals the float simulation QAT trains, but for rare one-level roundings; a frame
     smaller than the bypass's reach (7x7) too, where every pixel is on the exact ring."""
     q = _calibrated(model, scale, bypass=bypass)
-    assert q.bypass is (model == "espcn" and bypass is None)
+    assert q.bypass is (bypass is None)
     rng = np.random.default_rng(1)
     x = torch.from_numpy(rng.integers(0, 256, shape).astype(np.uint8))
     got = Int8CpuNet(q)(x, 255).float()
@@ -66,6 +67,23 @@ def test_engine_computes_the_scheme_it_was_trained_for(model: str, scale: int, b
         want = q(x.float() / 255).mul(255).round().clamp(0, 255)
     diff = (got - want).abs()
     assert diff.max() <= 2 and (diff > 0).float().mean() < 0.005, (diff.max(), (diff > 0).float().mean())
+
+
+def test_relu_bypass_codes_the_side_with_fewer_non_zero_values() -> None:
+    """Scheme v4, ReLU: ``relu(z) = z + relu(-z)``, so a channel that is positive on most pixels codes ``relu(-z)``
+    (0 there, and 0 is exact) and sends ``z`` to layer 2 in fp32; a mostly negative one codes ``relu(z)``."""
+    g = torch.Generator().manual_seed(0)
+    mostly_pos = torch.randn(4096, generator=g).abs() - 0.05
+    values = torch.stack([mostly_pos, -mostly_pos])
+    scales = _best_relu_bypass_scales(values)
+    assert scales[0] < 0 < scales[1]
+    q = _calibrated("espcn-fast", 2)
+    assert q.bypass and 0 < int(q.linear_channels().sum()) < 32  # real weights: some channels of each kind
+    z = (torch.rand(1, 32, 8, 8, generator=g) * 2 - 1) * 250 * q.scales[0].abs()[None, :, None, None]  # no clipping
+    sides = torch.where(q.linear_channels()[None, :, None, None], -z, z)
+    codes = fake_activation(sides, "relu", q.scales[0].abs()) * q.scales[0].abs()[None, :, None, None]
+    read = torch.where(q.linear_channels()[None, :, None, None], z, torch.zeros_like(z)) + codes
+    assert (read - torch.relu(z)).abs().max() <= q.scales[0].abs().max() / 2 + 1e-6
 
 
 @pytest.mark.parametrize("shape", [(2, 1, 29, 41), (1, 1, 6, 4), (1, 1, 1, 9)])
@@ -77,7 +95,7 @@ def test_bypass_composite_is_layer_2_on_the_exact_pre_activation(shape: tuple[in
     x = torch.from_numpy(np.random.default_rng(3).integers(0, 256, shape).astype(np.uint8))
     conv1, conv2 = q.convs()[:2]
     w1 = conv1.weight.detach() / 255
-    bypass = net._composite(w1, conv1, conv2, list(shape))
+    bypass = net._composite(w1, conv1.bias.detach(), conv2.weight.detach() * 2, list(shape))
     got = net._linear_part(x, bypass) / 2  # the engine's linear part carries the sigmoid trick's 2
     z = torch.nn.functional.conv2d(x.float(), w1, conv1.bias.detach(), padding=2)
     want = torch.nn.functional.conv2d(z, conv2.weight.detach(), None, padding=1)
@@ -184,12 +202,15 @@ def test_int8_file_round_trip_and_refusals(tmp_path: Path) -> None:
     with pytest.raises(WeightsError, match=f"made for int8 scheme vsr-int8-v3, and this vsr computes {SCHEME}; "
                                            "re-make it .* with vsr train --qat"):
         load_int8(tmp_path / "old.int8.safetensors")
-    assert SCHEME == "vsr-int8-v4" and back.bypass is False  # ReLU: v4 computes it as v3 did
+    assert SCHEME == "vsr-int8-v4" and back.bypass is True and torch.equal(back.linear_channels(), q.scales[0] < 0)
     t = _calibrated("espcn", 3)
     tanh_path = save_int8(t, t.scales, tmp_path / "t.int8.safetensors", source=shipped_weights("espcn", 3))
     assert load_int8(tanh_path)[0].bypass is True
+    deeper = ESPCNConfig(scale=2, widths=(16, 8, 8), kernels=(3, 3, 3, 3), activation="relu")
     with pytest.raises(WeightsError, match="linear bypass"):
-        QuantESPCN(q.config, q.scales, bypass=True)
+        QuantESPCN(deeper, [torch.ones(16), torch.ones(8)], bypass=True)
+    with pytest.raises(WeightsError, match="positive activation scales"):  # signed: the ReLU bypass's first layer only
+        QuantESPCN(deeper, [-torch.ones(16), torch.ones(8)])
 
 
 # -- choosing it ----------------------------------------------------------------------------------

@@ -3,7 +3,7 @@
 What ``vsr run`` calls for each frame: ``LumaUpscaler.__call__`` on a (1, 1, H, W) uint8 plane.
 Each round times every engine on the same frames, one after the other; the figures are medians
 over rounds, the ratios medians of the per-round ratios. For a model whose int8 file has scheme v4's linear
-bypass (espcn), ``int8_no_bypass`` times the same file through scheme v3's steps (tanh tables, no composite
+bypass, ``int8_no_bypass`` times the same file through scheme v3's steps (tanh tables or ReLU codes, no composite
 convolution): what the bypass costs, not a quality anyone ships. To measure a CPU without AMX (AMD Zen 4:
 AVX-512, VNNI and BF16) on an Intel one with it, cap oneDNN::
 
@@ -81,8 +81,8 @@ def main() -> None:
             "bf16": LumaUpscaler(create_model(name, scale=args.scale), dtype=torch.bfloat16),
         }
         if q.bypass:
-            engines["int8_no_bypass"] = LumaUpscaler(QuantESPCN.from_model(q, q.scales, bypass=False),
-                                                     dtype=torch.bfloat16, int8=True)
+            plain = QuantESPCN.from_model(q, [s.abs() for s in q.scales], bypass=False)  # ReLU: every side relu(z)
+            engines["int8_no_bypass"] = LumaUpscaler(plain, dtype=torch.bfloat16, int8=True)
         for e in engines.values():
             _fps(e, frames[:2])  # warm-up: prepacking
         samples: dict[str, list[float]] = {k: [] for k in engines}

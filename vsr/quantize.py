@@ -42,6 +42,15 @@ runs. The scheme, for 8-bit planes (deeper video does not go through it, see the
   edge strips and one add (docs/PERFORMANCE.md, session 11).
 * **Hidden ReLU layer** (per output channel): code ``clamp(round(relu(z) / s_a[c]), 0, 255)``,
   fused in the convolution.
+* **First hidden layer, ReLU: the linear bypass** (scheme v4, espcn-fast). ``relu(z) = z + relu(-z)``, and a
+  code of 0 is exact. ESPCN's first-layer ReLU channels are positive on most pixels (espcn-fast: a median 0.9 of
+  them), so for such a channel ``relu(-z)`` is 0 almost everywhere: that channel's weights and bias are negated in
+  layer 1, whose fused ReLU then writes the codes of ``relu(-z)``, and its ``z`` goes to layer 2 in fp32 by the
+  composite convolution, as tanh's does. Calibration picks, per channel, the side with the less error
+  (:func:`_best_relu_bypass_scales`; a negative scale marks a channel that codes ``relu(-z)``); layer 2's ReLU runs
+  after the linear part is added. Paired with v3 by the shipped recipe (``tools/int8_calibration_variants.py
+  espcn-fast:3 '{"bypass": false}' '{}'``), espcn-fast x3 against fp32, v3 -> v4: see docs/PERFORMANCE.md,
+  session 11.
 * Per-channel activation scales cost nothing at run time: ``1/s`` is folded into the layer's
   weight scales and bias (the uint8 codes are its output at scale 1), and the next layer's
   input scale (``s_z`` or ``s_a``; ``1/255`` for the plane) into its float weights before they
@@ -238,22 +247,34 @@ class QuantESPCN(ESPCN):
     """An ESPCN whose forward pass is the int8 scheme, simulated in float (for QAT and as the reference).
 
     ``scales``: per hidden layer but the last (the coded ones), one activation scale per channel
-    (``s_z`` for tanh, ``s_a`` for ReLU). Its ``state_dict`` is a plain ESPCN's (the scales are not in it), so training,
-    checkpoints and :func:`vsr.models.save_weights` treat it as one.
+    (``s_z`` for tanh, ``s_a`` for ReLU; with the ReLU bypass, negative where the channel codes ``relu(-z)``).
+    Its ``state_dict`` is a plain ESPCN's (the scales are not in it), so training, checkpoints and
+    :func:`vsr.models.save_weights` treat it as one.
     """
 
     def __init__(self, config: ESPCNConfig, scales: Sequence[torch.Tensor], *, bypass: bool | None = None) -> None:
         super().__init__(config)
         self.kind = _kind(config)
         scales = [torch.as_tensor(s, dtype=torch.float32).flatten() for s in scales]
-        if [len(s) for s in scales] != list(coded_widths(config)) or not all(bool((s > 0).all()) for s in scales):
+        can_bypass = len(scales) == 1
+        if bypass and not can_bypass:
+            raise WeightsError("the linear bypass (scheme v4) covers ESPCNs with two hidden layers")
+        #: scheme v4's linear bypass of the first layer (the default where it applies); False: scheme v3
+        self.bypass = can_bypass if bypass is None else bypass
+        signed = self.bypass and self.kind == "relu"  # a negative scale: that channel codes relu(-z)
+        if [len(s) for s in scales] != list(coded_widths(config)) or not all(
+                bool((s.abs() > 0).all() if signed else (s > 0).all()) for s in scales):
             raise WeightsError(f"int8 needs positive activation scales for layers of widths {list(coded_widths(config))}")
         self.scales = scales
-        can_bypass = self.kind == "tanh" and len(scales) == 1
-        if bypass and not can_bypass:
-            raise WeightsError("the linear bypass (scheme v4) covers tanh ESPCNs with two hidden layers")
-        #: scheme v4's linear bypass of the first layer (the default where it applies); False: scheme v3's tanh codes
-        self.bypass = can_bypass if bypass is None else bypass
+
+    def linear_channels(self) -> torch.Tensor:
+        """Scheme v4: which of layer 1's channels send their pre-activation ``z`` to layer 2 in fp32 (bool): all of a
+        tanh layer's; a ReLU layer's where the channel codes ``relu(-z)`` (``relu(z) = z + relu(-z)``)."""
+        if not self.bypass:
+            return torch.zeros(len(self.scales[0]), dtype=torch.bool)
+        if self.kind == "tanh":
+            return torch.ones(len(self.scales[0]), dtype=torch.bool)
+        return self.scales[0] < 0
 
     @classmethod
     def from_model(cls, model: ESPCN, scales: Sequence[torch.Tensor], *, bypass: bool | None = None) -> "QuantESPCN":
@@ -268,9 +289,9 @@ class QuantESPCN(ESPCN):
         """Per int8 layer (all but the last), the real value of one input code per input channel
         (folded into its weights)."""
         steps = [torch.full((1,), 1 / 255)]
-        if self.bypass:  # layer 2 reads the residual's codes
+        if self.bypass and self.kind == "tanh":  # layer 2 reads the residual's codes
             return steps + [residual_step(self.scales[0])]
-        return steps + [output_step(self.kind, s) for s in self.scales]
+        return steps + [output_step(self.kind, s.abs()) for s in self.scales]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if x.ndim != 4 or x.shape[1] != 1:
@@ -284,8 +305,13 @@ class QuantESPCN(ESPCN):
             if z is not None:  # the linear part in fp32: layer 2's weights on z (the engine: one composite conv)
                 y, z = y + torch.nn.functional.conv2d(z, conv.weight, None, padding=conv.padding), None
             if i == 0 and self.bypass:  # z from layer 1's fp32 weights; the residual from its int8 code
-                z, y = (torch.nn.functional.conv2d(codes, w, conv.bias, padding=conv.padding),
-                        fake_residual(y, self.scales[0]))
+                linear = self.linear_channels().to(y.device)[None, :, None, None]
+                z = torch.nn.functional.conv2d(codes, w, conv.bias, padding=conv.padding)
+                if self.kind == "tanh":
+                    y = fake_residual(y, self.scales[0])
+                else:  # relu(z) = z + relu(-z): the linear channels code relu(-z), the others relu(z)
+                    z = torch.where(linear, z, torch.zeros_like(z))
+                    y = fake_activation(torch.where(linear, -y, y), "relu", self.scales[0].abs())
             elif i < len(self.scales):
                 y = fake_activation(y, self.kind, self.scales[i])
             else:  # the last hidden layer: fp32 activation
@@ -294,8 +320,9 @@ class QuantESPCN(ESPCN):
         return self.shuffle(torch.nn.functional.conv2d(y, last.weight, last.bias, padding=last.padding))
 
 
-def _best_scales(values: torch.Tensor, kind: str) -> torch.Tensor:
-    """Per channel (rows of ``values``, pre-activations), the scale with the least error of the activation."""
+def _best_scales(values: torch.Tensor, kind: str, *, errors: bool = False) -> Any:
+    """Per channel (rows of ``values``, pre-activations), the scale with the least error of the activation (and
+    that error, with ``errors``)."""
     top = values.abs().amax(1) if kind == "tanh" else values.clamp_min(0).amax(1)
     top = top.clamp_min(1e-6)[:, None]
     best = torch.zeros(len(values))
@@ -312,7 +339,17 @@ def _best_scales(values: torch.Tensor, kind: str) -> torch.Tensor:
         better = err < best_err
         best = torch.where(better, s[:, 0], best)
         best_err = torch.where(better, err, best_err)
-    return best
+    return (best, best_err) if errors else best
+
+
+def _best_relu_bypass_scales(values: torch.Tensor) -> torch.Tensor:
+    """Scheme v4, ReLU: per channel, code ``relu(z)`` or ``relu(-z)`` (negative scale), whichever has the less error.
+
+    A code of 0 is exact, so the side with fewer non-zero values mostly wins: ESPCN's first-layer ReLU channels are
+    positive on most pixels (espcn-fast: a median 0.9 of them), and ``relu(-z)`` is 0 there."""
+    pos, pos_err = _best_scales(values, "relu", errors=True)
+    neg, neg_err = _best_scales(-values, "relu", errors=True)
+    return torch.where(neg_err < pos_err, -neg, pos)
 
 
 def _best_bypass_scales(values: torch.Tensor) -> torch.Tensor:
@@ -354,7 +391,10 @@ def calibrate(model: ESPCN, planes: Iterable[np.ndarray], *, samples: int = 1 <<
         zs = [torch.nn.functional.conv2d(x, w, conv.bias, padding=conv.padding) for x in xs]
         flat = torch.cat([z.transpose(0, 1).flatten(1) for z in zs], 1)
         pick = flat[:, torch.randint(flat.shape[1], (min(samples, flat.shape[1]),), generator=rng)]
-        q.scales[i] = _best_bypass_scales(pick) if q.bypass else _best_scales(pick, kind)
+        if q.bypass:
+            q.scales[i] = _best_bypass_scales(pick) if kind == "tanh" else _best_relu_bypass_scales(pick)
+        else:
+            q.scales[i] = _best_scales(pick, kind)
         scales.append(q.scales[i])
         xs = [fake_activation(z, kind, q.scales[i]) for z in zs]
     return scales

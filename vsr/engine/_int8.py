@@ -31,9 +31,10 @@ of paired products, which VNNI does not have (``tools/engine_checks.py int8-exac
   scheme v1 (8-bit codes of that layer, the last layer as two int8 weight halves), espcn x3
   640x360, one thread, oneDNN capped to AVX512_CORE_BF16: 69.6 -> 72.3 ms a frame with the
   machine loaded (bf16 fused: 194 ms), for about half the quantisation noise on a real clip.
-* Scheme v4's linear bypass (espcn): layer 1's table gives the code of tanh's residual ``tanh(k s) - k s``
-  instead of tanh's, layer 2's int8 convolution reads those codes, and its fp32 output gets the linear part
-  added in place before the activation: an fp32 oneDNN convolution of the plane itself with the composite
+* Scheme v4's linear bypass: for tanh (espcn), layer 1's table gives the code of tanh's residual
+  ``tanh(k s) - k s`` instead of tanh's; for ReLU (espcn-fast), the channels that code ``relu(-z)`` have their
+  weights and bias negated in layer 1 (the fused ReLU does the rest). Layer 2's int8 convolution reads those codes,
+  and its fp32 output gets the linear part (of the channels that have one) added in place before the activation: an fp32 oneDNN convolution of the plane itself with the composite
   kernel ``w2 o w1`` (7x7, weights reordered once, ``w2``'s sums times ``b1`` as its bias), whose outermost
   ring (where layer 1's zero padding is in reach) is recomputed by the float network's two convolutions on
   strips of the plane along each edge. PyTorch's NCHW ``conv2d`` took 25 ms on that one-channel plane at
@@ -78,10 +79,9 @@ class Int8CpuNet:
         self.kind = model.kind
         self._model = model
         self._widest = max(model.config.widths)
-        if model.bypass:
-            self._tables = [residual_table(model.scales[0])]
-        else:
-            self._tables = [tanh_table(s) for s in model.scales] if self.kind == "tanh" else []
+        self._tables = []  # tanh's: the residual's codes with the bypass, else tanh's; ReLU is fused in the conv
+        if self.kind == "tanh":
+            self._tables = [residual_table(model.scales[0])] if model.bypass else [tanh_table(s) for s in model.scales]
         self._packed: dict[int, tuple[list[_Layer], _Last, _Bypass | None]] = {}
         self._zero_points: dict[int, torch.Tensor] = {}  # out channels -> the weights' zero points (0)
 
@@ -123,12 +123,15 @@ class Int8CpuNet:
             x_zp = 0
             for i, conv in enumerate(convs[:-1]):
                 w = conv.weight.detach() * steps[i][None, :, None, None]
-                wq, ws = quantized_weight(w)
                 bias = conv.bias.detach().float()
+                if i < len(model.scales) and self.kind == "relu":  # the ReLU bypass: relu(-z) where the scale is < 0
+                    sign = torch.where(model.scales[i] < 0, -1.0, 1.0)
+                    w, bias = w * sign[:, None, None, None], bias * sign
+                wq, ws = quantized_weight(w)
                 out_zp = 0
                 if i < len(model.scales):  # uint8 codes out at scale 1: 1/s folded into the weight scales and bias
                     out_zp = 128 if self.kind == "tanh" else 0
-                    ws, bias = ws / model.scales[i], bias / model.scales[i]
+                    ws, bias = ws / model.scales[i].abs(), bias / model.scales[i].abs()
                 elif self.kind == "tanh":  # fp32 out, activated as sigmoid(2z) - 1/2 = tanh(z) / 2: 2 folded in
                     ws, bias = ws * 2, bias * 2
                 layers.append((self._prepacked(wq, ws.contiguous(), x_zp, conv.padding), ws.contiguous(),
@@ -141,22 +144,30 @@ class Int8CpuNet:
             w = torch.ops.mkldnn._reorder_convolution_weight(w, list(last.padding), [1, 1], [1, 1], 1, size)
             packed = (layers, (w, (last.bias.detach().float() * max_value + 0.5).contiguous(), list(last.padding),
                                [0.0, max_value + 0.49]),
-                      self._composite(convs[0].weight.detach().float() * steps[0], *convs[:2], in_size)
-                      if model.bypass else None)
+                      self._bypass(steps[0], in_size))
             self._packed[max_value] = packed
         return packed
 
+    def _bypass(self, step: torch.Tensor, in_size: list[int]) -> _Bypass | None:
+        """Scheme v4's linear part for the channels that have one (:meth:`~vsr.quantize.QuantESPCN.linear_channels`),
+        or None."""
+        linear = self._model.linear_channels()
+        if not bool(linear.any()):
+            return None
+        conv1, conv2 = self._model.convs()[:2]
+        gain = 2 if self.kind == "tanh" else 1  # the sigmoid trick's 2 (see the module docstring)
+        return self._composite((conv1.weight.detach().float() * step)[linear], conv1.bias.detach().float()[linear],
+                               conv2.weight.detach().float()[:, linear] * gain, in_size)
+
     @staticmethod
-    def _composite(w1: torch.Tensor, conv1: torch.nn.Conv2d, conv2: torch.nn.Conv2d, in_size: list[int]) -> _Bypass:
+    def _composite(w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, in_size: list[int]) -> _Bypass:
         """Scheme v4's linear part: layer 2's fp32 weights on layer 1's exact pre-activation ``z = w1 * x + b1`` are
         one convolution of the plane, ``(w2 o w1) * x`` (kernel 7x7 for espcn's 5x5 and 3x3), plus ``w2``'s
         sums times ``b1``, wherever ``z``'s zero padding (outside the image) is not in reach: every pixel but
         the outermost ring, which :meth:`_linear_part` computes as the float network does."""
-        w2 = conv2.weight.detach().float() * 2  # the sigmoid trick's 2 (see the module docstring)
         # (w2 o w1)[t] = sum over a of w2[a] w1[t - a]: w1 zero-padded, correlated with w2 flipped
         composite = torch.nn.functional.conv2d(torch.nn.functional.pad(w1.transpose(0, 1), [w2.shape[-1] - 1] * 4),
                                                w2.flip(2, 3)).transpose(0, 1).contiguous()
-        b1 = conv1.bias.detach().float()
         pad = (composite.shape[-1] - 1) // 2  # an fp32 oneDNN convolution, its weight reordered once
         composite = torch.ops.mkldnn._reorder_convolution_weight(
             composite.contiguous(memory_format=torch.channels_last), [pad, pad], [1, 1], [1, 1], 1, in_size)
@@ -214,9 +225,11 @@ class Int8CpuNet:
         # the last hidden layer: int8 in, dequantised to fp32 by oneDNN, activated in fp32
         y = torch.ops.onednn.qconv2d_pointwise(
             y, 1.0, xzp_f, w_f, s_f, self._zeros(len(s_f)), b_f, [1, 1], pad_f, [1, 1], 1, 1.0, 0, torch.float32,
-            act, [], "")
-        if bypass is not None:  # scheme v4: y held layer 2 on the residual's codes; add its linear part
+            "none" if bypass is not None else act, [], "")
+        if bypass is not None:  # scheme v4: y held layer 2 on the codes; add its linear part, then activate
             y.add_(self._linear_part(planes, bypass))
+            if self.kind == "relu":
+                y.relu_()
         if self.kind == "tanh":
             y.sigmoid_().sub_(0.5)  # tanh(z) / 2 of the pre-activation z (2z came out): see the module docstring
         # fp32 last layer; value + 0.5 (in the bias), clamped by the post-op, truncated by the integer copy
