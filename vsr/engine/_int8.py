@@ -34,8 +34,9 @@ of paired products, which VNNI does not have (``tools/engine_checks.py int8-exac
 * Scheme v4's linear bypass: for tanh (espcn), layer 1's table gives the code of tanh's residual
   ``tanh(k s) - k s`` instead of tanh's; for ReLU (espcn-fast), the channels that code ``relu(-z)`` have their
   weights and bias negated in layer 1 (the fused ReLU does the rest). Layer 2's int8 convolution reads those codes,
-  and its fp32 output gets the linear part (of the channels that have one) added in place before the activation: an fp32 oneDNN convolution of the plane itself with the composite
-  kernel ``w2 o w1`` (7x7, weights reordered once, ``w2``'s sums times ``b1`` as its bias), whose outermost
+  and its fp32 output gets the linear part (of the channels that have one) added in place before the activation:
+  an fp32 oneDNN convolution of the plane itself with the composite kernel ``w2 o w1`` (7x7 for espcn, weights
+  reordered once, ``w2``'s sums times ``b1`` as its bias), whose outermost
   ring (where layer 1's zero padding is in reach) is recomputed by the float network's two convolutions on
   strips of the plane along each edge. PyTorch's NCHW ``conv2d`` took 25 ms on that one-channel plane at
   640x360, the reordered channels_last oneDNN call 2.4 ms (AMD EPYC Zen 5, 2 threads).
@@ -66,8 +67,8 @@ __all__ = ["Int8CpuNet"]
 _Layer = tuple[torch.Tensor, torch.Tensor, torch.Tensor, list[int], int, int]
 # the last layer, fp32: (reordered weight, bias, padding, clamp bounds)
 _Last = tuple[torch.Tensor, torch.Tensor, list[int], list[float]]
-# scheme v4's linear bypass, fp32: (composite weight, its bias, layer 1's weight per input code, its bias,
-# layer 2's weight), times the sigmoid trick's 2 but layer 1's
+# scheme v4's linear bypass, fp32, for the channels that have one: (composite weight, its bias, layer 1's weight per
+# input code, its bias, layer 2's weight); all but layer 1's times tanh's sigmoid-trick 2
 _Bypass = tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]
 
 
@@ -162,7 +163,7 @@ class Int8CpuNet:
     @staticmethod
     def _composite(w1: torch.Tensor, b1: torch.Tensor, w2: torch.Tensor, in_size: list[int]) -> _Bypass:
         """Scheme v4's linear part: layer 2's fp32 weights on layer 1's exact pre-activation ``z = w1 * x + b1`` are
-        one convolution of the plane, ``(w2 o w1) * x`` (kernel 7x7 for espcn's 5x5 and 3x3), plus ``w2``'s
+        one convolution of the plane, ``(w2 o w1) * x`` (7x7 for espcn's 5x5 and 3x3, 5x5 for espcn-fast), plus ``w2``'s
         sums times ``b1``, wherever ``z``'s zero padding (outside the image) is not in reach: every pixel but
         the outermost ring, which :meth:`_linear_part` computes as the float network does."""
         # (w2 o w1)[t] = sum over a of w2[a] w1[t - a]: w1 zero-padded, correlated with w2 flipped
@@ -175,8 +176,9 @@ class Int8CpuNet:
 
     @staticmethod
     def _linear_part(x: torch.Tensor, bypass: _Bypass) -> torch.Tensor:
-        """Layer 2's fp32 weights on layer 1's exact pre-activation (zero outside the image), times 2: the composite
-        convolution inside, the float network's two convolutions on the outermost ring."""
+        """Layer 2's fp32 weights on layer 1's exact pre-activation (zero outside the image; for tanh times the
+        sigmoid trick's 2): the composite convolution inside, the float network's two convolutions on the outermost
+        ring."""
         composite, bias, w1, b1, w2 = bypass
         pad = (w1.shape[-1] + w2.shape[-1]) // 2 - 1
         xf = x.float().contiguous(memory_format=torch.channels_last)
