@@ -30,7 +30,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from vsr.bench import BenchOptions, _opencv_fps, machine_info  # noqa: E402
 from vsr.engine import LumaUpscaler  # noqa: E402
 from vsr.models import create_model  # noqa: E402
-from vsr.quantize import QuantESPCN, load_int8, shipped_int8  # noqa: E402
+from vsr.quantize import load_int8, shipped_int8  # noqa: E402
 
 
 def _frames(width: int, height: int, count: int) -> list[torch.Tensor]:
@@ -81,8 +81,7 @@ def main() -> None:
             "bf16": LumaUpscaler(create_model(name, scale=args.scale), dtype=torch.bfloat16),
         }
         if q.bypass:
-            plain = QuantESPCN.from_model(q, [s.abs() for s in q.scales], bypass=False)  # ReLU: every side relu(z)
-            engines["int8_no_bypass"] = LumaUpscaler(plain, dtype=torch.bfloat16, int8=True)
+            engines["int8_no_bypass"] = LumaUpscaler(q.unbypassed(), dtype=torch.bfloat16, int8=True)
         for e in engines.values():
             _fps(e, frames[:2])  # warm-up: prepacking
         samples: dict[str, list[float]] = {k: [] for k in engines}

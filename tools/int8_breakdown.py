@@ -15,6 +15,7 @@ the frame time that no int8 scheme of this network beats on this CPU::
     python tools/int8_breakdown.py --tiles 64,128,192,256,320
     python tools/int8_breakdown.py --alternatives
     python tools/int8_breakdown.py --ceiling
+    python tools/int8_breakdown.py --no-bypass      # scheme v4's file through v3's steps: the bypass's cost
 """
 
 from __future__ import annotations
@@ -69,11 +70,13 @@ def breakdown(net: Int8CpuNet, x: torch.Tensor, repeats: int) -> dict[str, float
         n = len(coded) + 1
         y = step(f"layer {n}: int8 conv, fp32 out",
                  lambda: q(y, 1.0, xzp_f, w_f, s_f, net._zeros(len(s_f)), b_f, [1, 1], pad_f, [1, 1], 1, 1.0, 0,
-                           torch.float32, act, [], ""))
+                           torch.float32, "none" if bypass is not None else act, [], ""))
         if bypass is not None:
-            linear = step("scheme v4's linear part: fp32 composite conv 1->32 7x7, edge strips",
+            linear = step("scheme v4's linear part: fp32 composite conv and edge strips",
                           lambda: net._linear_part(x, bypass))
             step("scheme v4's linear part: add", lambda: y.add_(linear))
+            if net.kind == "relu":
+                step("relu in fp32 (after the linear part)", lambda: y.relu_())
         if net.kind == "tanh":
             step("tanh in fp32 (as sigmoid(2z) - 1/2)", lambda: y.sigmoid_().sub_(0.5))
         out = step(f"layer {n + 1}: fp32 conv", lambda: torch.ops.mkldnn._convolution_pointwise(
@@ -255,6 +258,8 @@ def main() -> None:
                    help="time the alternatives to the engine's slow steps that were measured and not taken")
     p.add_argument("--ceiling", action="store_true",
                    help="the machine's GEMM peaks and the frame time the model's convolutions would take at them")
+    p.add_argument("--no-bypass", action="store_true",
+                   help="the same file through scheme v3's steps (no linear part): what the bypass costs in time")
     p.add_argument("--json", metavar="FILE")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
@@ -263,6 +268,8 @@ def main() -> None:
     if int8_file is None:
         sys.exit(f"int8_breakdown: no int8 file ships for {args.model} x{args.scale}")
     model = load_int8(int8_file)[0]
+    if args.no_bypass:
+        model = model.unbypassed()
     if args.tiles:
         sides = [int(v) for v in args.tiles.split(",")]
         for k, v in tiles(model, _frames(width, height, 10), sides, max(3, args.repeats // 5)).items():

@@ -14,6 +14,7 @@ frames each, the model applied to the LR Y plane). Variants are JSON objects:
 * ``bypass``: false for scheme v3 (tanh codes between layers 1 and 2) instead of v4's linear bypass (shipped;
   :mod:`vsr.quantize`), in calibration, QAT and measurement alike: the paired comparison behind v4
   (docs/PERFORMANCE.md, session 11);
+* ``residual_floor``: scheme v4's :data:`vsr.quantize.RESIDUAL_STEP_FLOOR` (shipped: 1/32; 0: none);
 * ``scheme_v2_step``: scheme v3 with tanh activations coded at scheme v2's step ``tanh(127 s_z) / 127`` instead
   of the pre-activation's own step ``s_z``: the paired comparison behind v3 (docs/PERFORMANCE.md, session 9).
 
@@ -116,6 +117,18 @@ def v2_output_step(kind: str, scale: torch.Tensor) -> torch.Tensor:
 
 
 @contextlib.contextmanager
+def _residual_floor(floor: float | None) -> Iterator[None]:
+    """Scheme v4's residual step floor in :mod:`vsr.quantize` while the block runs (read there at each use)."""
+    shipped = quantize.RESIDUAL_STEP_FLOOR
+    if floor is not None:
+        quantize.RESIDUAL_STEP_FLOOR = floor
+    try:
+        yield
+    finally:
+        quantize.RESIDUAL_STEP_FLOOR = shipped
+
+
+@contextlib.contextmanager
 def _v2_step(on: bool) -> Iterator[None]:
     """Scheme v2's tanh activation step in :mod:`vsr.quantize` while the block runs (every user looks it up there)."""
     shipped = quantize.output_step
@@ -137,7 +150,7 @@ def main() -> None:
     name, scale = args.model.split(":")
     for text in args.variants:
         variant = json.loads(text)
-        with _v2_step(variant.get("scheme_v2_step", False)):
+        with _v2_step(variant.get("scheme_v2_step", False)), _residual_floor(variant.get("residual_floor")):
             fp32, int8 = quantized(name, int(scale), variant, Path(tempfile.mkdtemp(prefix="int8-variant-")),
                                     args.weights)
             row = deltas(fp32, int8, int(scale))

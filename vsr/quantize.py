@@ -33,7 +33,8 @@ runs. The scheme, for 8-bit planes (deeper video does not go through it, see the
   :func:`residual_step` (one 256-entry table pass, as v3's), and layer 2's int8 weights read those codes.
   Where tanh is nearly linear the residual is nearly 0, so what layer 2 reads is ``tanh(z)`` to within the
   residual's step, not within ``s / 2``: layer 1's code cost v3 most of its noise (without it, espcn x3
-  mdn_flower went from -0.41 to -0.08 dB, ``tools/int8_noise_sources.py``). Each ``s`` is calibrated for the
+  mdn_flower went from -0.41 to -0.08 dB: ``tools/int8_noise_sources.py espcn:3`` at commit af217ed, on the v3
+  file). Each ``s`` is calibrated for the
   least error of ``z`` plus the coded residual against ``tanh(z)`` (:func:`_best_bypass_scales`), and the
   residual steps are floored at :data:`RESIDUAL_STEP_FLOOR` of the largest. Paired with v3 by the shipped QAT
   recipe on one machine (``tools/int8_calibration_variants.py espcn:3 '{"bypass": false}' '{}'``), espcn x3
@@ -43,9 +44,9 @@ runs. The scheme, for 8-bit planes (deeper video does not go through it, see the
 * **Hidden ReLU layer** (per output channel): code ``clamp(round(relu(z) / s_a[c]), 0, 255)``,
   fused in the convolution.
 * **First hidden layer, ReLU: the linear bypass** (scheme v4, espcn-fast). ``relu(z) = z + relu(-z)``, and a
-  code of 0 is exact. ESPCN's first-layer ReLU channels are positive on most pixels (espcn-fast: a median 0.9 of
-  them), so for such a channel ``relu(-z)`` is 0 almost everywhere: that channel's weights and bias are negated in
-  layer 1, whose fused ReLU then writes the codes of ``relu(-z)``, and its ``z`` goes to layer 2 in fp32 by the
+  code of 0 is exact. Most of ESPCN's first-layer ReLU channels are positive on most pixels, so for such a
+  channel ``relu(-z)`` is 0 almost everywhere: that channel's weights and bias are negated in layer 1, whose
+  fused ReLU then writes the codes of ``relu(-z)``, and its ``z`` goes to layer 2 in fp32 by the
   composite convolution, as tanh's does. Calibration picks, per channel, the side with the less error
   (:func:`_best_relu_bypass_scales`; a negative scale marks a channel that codes ``relu(-z)``); layer 2's ReLU runs
   after the linear part is added. Paired with v3 by the shipped recipe (``tools/int8_calibration_variants.py
@@ -99,11 +100,11 @@ __all__ = [
     "fake_weight",
     "file_sha256",
     "load_int8",
+    "residual_step",
+    "residual_table",
     "save_int8",
     "shipped_int8",
     "shipped_int8_names",
-    "residual_step",
-    "residual_table",
     "tanh_table",
     "weight_scales",
 ]
@@ -165,11 +166,10 @@ def fake_activation(z: torch.Tensor, kind: str, scale: torch.Tensor, *, code_inp
 
 #: Scheme v4: no channel's residual step is under this fraction of its layer's largest. Layer 2's int8 weights
 #: fold each input channel's step in and are scaled per output channel, so a channel whose step is 1/1000 of the
-#: largest would keep almost none of their 8 bits; floored, it keeps 5. Measured on espcn x3 (the shipped QAT
-#: recipe, ``tools/int8_calibration_variants.py``, with the floor also inside calibration's search), Set5 /
-#: mdn_flower / imageio_cockatoo against fp32: no floor -0.046 / -0.049 / -0.174 dB; 1/64 -0.035 / -0.037 /
-#: -0.135; 1/32 -0.034 / -0.038 / -0.124; 1/16 -0.035 / -0.041 / -0.118; 1/8 -0.037 / -0.057 / -0.130. As
-#: shipped (calibration searches each channel's own step, the floor comes after): -0.034 / -0.038 / -0.113.
+#: largest would keep almost none of their 8 bits; floored, it keeps 5. Measured on espcn x3 by the shipped QAT
+#: recipe (``tools/int8_calibration_variants.py espcn:3 '{"residual_floor": F}'``), Set5 / mdn_flower /
+#: imageio_cockatoo against fp32: none -0.046 / -0.049 / -0.174 dB; 1/64 -0.035 / -0.038 / -0.137; 1/32 -0.034 /
+#: -0.038 / -0.113; 1/16 -0.036 / -0.040 / -0.171; 1/8 -0.036 / -0.057 / -0.161.
 RESIDUAL_STEP_FLOOR = 1 / 32
 
 
@@ -201,13 +201,12 @@ def fake_residual(z: torch.Tensor, scale: torch.Tensor, *, code_input: bool = Tr
     is coded ``k = clamp(round(z / s), -128, 127)`` (the code the engine's table reads) and ``tanh(k s) - k s`` at
     :func:`residual_step`. Straight-through: the gradient is that of ``tanh(z) - z``, in code units.
     ``code_input`` / ``code_output`` (both True in the scheme), as in :func:`fake_activation`."""
-    s = scale.to(z)[:, None, None]
-    step = residual_step(scale).to(z)[:, None, None]
+    step64 = _residual_step64(scale)[:, None, None]
+    s, step = scale.to(z)[:, None, None], step64.to(z)
     kc = (z / s).clamp(-128, 127)
     a = (torch.tanh(kc * s) - kc * s) / step
     if code_input and code_output:  # float64, as the engine's table is made
-        value = _residual_codes(torch.round(kc.detach()), scale[:, None, None],
-                                _residual_step64(scale)[:, None, None]).to(z)
+        value = _residual_codes(torch.round(kc.detach()), scale[:, None, None], step64).to(z)
     else:
         k = torch.round(kc.detach()) if code_input else kc.detach()
         value = (torch.tanh(k * s) - k * s) / step
@@ -276,6 +275,11 @@ class QuantESPCN(ESPCN):
             return torch.ones(len(self.scales[0]), dtype=torch.bool)
         return self.scales[0] < 0
 
+    def unbypassed(self) -> "QuantESPCN":
+        """The same weights and scale magnitudes through scheme v3's steps (no linear part): what the bypass costs in
+        time, not a network anyone ships (its scales were calibrated for the bypass)."""
+        return QuantESPCN.from_model(self, [s.abs() for s in self.scales], bypass=False)
+
     @classmethod
     def from_model(cls, model: ESPCN, scales: Sequence[torch.Tensor], *, bypass: bool | None = None) -> "QuantESPCN":
         q = cls(model.config, scales, bypass=bypass)
@@ -305,11 +309,11 @@ class QuantESPCN(ESPCN):
             if z is not None:  # the linear part in fp32: layer 2's weights on z (the engine: one composite conv)
                 y, z = y + torch.nn.functional.conv2d(z, conv.weight, None, padding=conv.padding), None
             if i == 0 and self.bypass:  # z from layer 1's fp32 weights; the residual from its int8 code
-                linear = self.linear_channels().to(y.device)[None, :, None, None]
                 z = torch.nn.functional.conv2d(codes, w, conv.bias, padding=conv.padding)
                 if self.kind == "tanh":
                     y = fake_residual(y, self.scales[0])
                 else:  # relu(z) = z + relu(-z): the linear channels code relu(-z), the others relu(z)
+                    linear = self.linear_channels().to(y.device)[None, :, None, None]
                     z = torch.where(linear, z, torch.zeros_like(z))
                     y = fake_activation(torch.where(linear, -y, y), "relu", self.scales[0].abs())
             elif i < len(self.scales):
@@ -320,35 +324,47 @@ class QuantESPCN(ESPCN):
         return self.shuffle(torch.nn.functional.conv2d(y, last.weight, last.bias, padding=last.padding))
 
 
-def _best_scales(values: torch.Tensor, kind: str, *, errors: bool = False) -> Any:
-    """Per channel (rows of ``values``, pre-activations), the scale with the least error of the activation (and
-    that error, with ``errors``)."""
-    top = values.abs().amax(1) if kind == "tanh" else values.clamp_min(0).amax(1)
-    top = top.clamp_min(1e-6)[:, None]
-    best = torch.zeros(len(values))
-    best_err = torch.full((len(values),), float("inf"))
-    for f in np.linspace(1 / 64, 1, 64):
-        s = top * f / (127 if kind == "tanh" else 255)
-        if kind == "tanh":
-            t = output_step(kind, s)
-            q = torch.round(torch.tanh(torch.round(values / s).clamp(-128, 127) * s) / t).clamp(-127, 127) * t
-            err = (q - torch.tanh(values)).square().mean(1)
-        else:
-            a = values.clamp_min(0)
-            err = (torch.round(a / s).clamp(0, 255) * s - a).square().mean(1)
+def _search(top: torch.Tensor, codes: int, factors: Iterable[float], error: Any) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per channel, the step ``top * f / codes`` (``top``: (C, 1)) of least ``error(step)`` ((C,)) over ``factors``,
+    and that error."""
+    best = torch.zeros(len(top))
+    best_err = torch.full((len(top),), float("inf"))
+    for f in factors:
+        s = top * f / codes
+        err = error(s)
         better = err < best_err
         best = torch.where(better, s[:, 0], best)
         best_err = torch.where(better, err, best_err)
-    return (best, best_err) if errors else best
+    return best, best_err
+
+
+def _activation_error(values: torch.Tensor, kind: str) -> Any:
+    """``step -> `` the mean squared error of each channel's coded activation (rows of ``values``: pre-activations)."""
+    def error(s: torch.Tensor) -> torch.Tensor:
+        if kind == "tanh":
+            t = output_step(kind, s)
+            q = torch.round(torch.tanh(torch.round(values / s).clamp(-128, 127) * s) / t).clamp(-127, 127) * t
+            return (q - torch.tanh(values)).square().mean(1)
+        a = values.clamp_min(0)
+        return (torch.round(a / s).clamp(0, 255) * s - a).square().mean(1)
+    return error
+
+
+def _best_scales(values: torch.Tensor, kind: str) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per channel (rows of ``values``, pre-activations), the scale with the least error of the activation, and
+    that error."""
+    top = values.abs().amax(1) if kind == "tanh" else values.clamp_min(0).amax(1)
+    return _search(top.clamp_min(1e-6)[:, None], 127 if kind == "tanh" else 255, np.linspace(1 / 64, 1, 64),
+                   _activation_error(values, kind))
 
 
 def _best_relu_bypass_scales(values: torch.Tensor) -> torch.Tensor:
     """Scheme v4, ReLU: per channel, code ``relu(z)`` or ``relu(-z)`` (negative scale), whichever has the less error.
 
     A code of 0 is exact, so the side with fewer non-zero values mostly wins: ESPCN's first-layer ReLU channels are
-    positive on most pixels (espcn-fast: a median 0.9 of them), and ``relu(-z)`` is 0 there."""
-    pos, pos_err = _best_scales(values, "relu", errors=True)
-    neg, neg_err = _best_scales(-values, "relu", errors=True)
+    positive on most pixels, and ``relu(-z)`` is 0 there."""
+    pos, pos_err = _best_scales(values, "relu")
+    neg, neg_err = _best_scales(-values, "relu")
     return torch.where(neg_err < pos_err, -neg, pos)
 
 
@@ -356,18 +372,14 @@ def _best_bypass_scales(values: torch.Tensor) -> torch.Tensor:
     """Scheme v4, per channel: the pre-activation step ``s`` with the least error of what layer 2 reads, ``z`` plus the
     residual's code, against ``tanh(z)``. Up to 1.25 times the largest ``|z|`` / 127: a coarser ``s`` clips nothing
     and rounds ``z`` only inside ``tanh``, so in the linear part the error is that of the residual alone."""
-    top = values.abs().amax(1).clamp_min(1e-6)[:, None]
-    best = torch.zeros(len(values))
-    best_err = torch.full((len(values),), float("inf"))
-    for f in np.linspace(1 / 64, 1.25, 80):
-        s = top * f / 127
+    target = torch.tanh(values.double())
+
+    def error(s: torch.Tensor) -> torch.Tensor:
         step = _residual_step64(s[:, 0], floor=False)[:, None]  # each channel's own: the floor depends on them all
         got = values.double() + _residual_codes(torch.round(values / s).clamp(-128, 127), s, step) * step
-        err = (got - torch.tanh(values.double())).square().mean(1).float()
-        better = err < best_err
-        best = torch.where(better, s[:, 0], best)
-        best_err = torch.where(better, err, best_err)
-    return best
+        return (got - target).square().mean(1).float()
+
+    return _search(values.abs().amax(1).clamp_min(1e-6)[:, None], 127, np.linspace(1 / 64, 1.25, 80), error)[0]
 
 
 @torch.no_grad()
@@ -394,9 +406,10 @@ def calibrate(model: ESPCN, planes: Iterable[np.ndarray], *, samples: int = 1 <<
         if q.bypass:
             q.scales[i] = _best_bypass_scales(pick) if kind == "tanh" else _best_relu_bypass_scales(pick)
         else:
-            q.scales[i] = _best_scales(pick, kind)
+            q.scales[i] = _best_scales(pick, kind)[0]
         scales.append(q.scales[i])
-        xs = [fake_activation(z, kind, q.scales[i]) for z in zs]
+        if i + 1 < len(q.scales):  # the next coded layer's input (none after the last, nor with the bypass)
+            xs = [fake_activation(z, kind, q.scales[i]) for z in zs]
     return scales
 
 

@@ -34,25 +34,29 @@ def resolve_device(spec: str = "auto") -> torch.device:
 
 
 @functools.lru_cache(maxsize=1)
+def _cpuinfo() -> dict[str, str]:
+    """The first processor's fields in ``/proc/cpuinfo`` (empty where it cannot be read)."""
+    fields: dict[str, str] = {}
+    try:
+        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
+            for line in f:
+                key, _, value = line.partition(":")
+                if not key.strip():  # the blank line after the first processor
+                    break
+                fields.setdefault(key.strip(), value.strip())
+    except OSError:
+        pass
+    return fields
+
+
 def cpu_flags() -> frozenset[str]:
     """The CPU's feature flags as ``/proc/cpuinfo`` lists them (empty where it cannot be read)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
-            line = next((line for line in f if line.startswith("flags")), "")
-    except OSError:
-        return frozenset()
-    return frozenset(line.partition(":")[2].split())
+    return frozenset(_cpuinfo().get("flags", "").split())
 
 
-@functools.lru_cache(maxsize=1)
 def cpu_vendor() -> str:
     """The CPU's ``vendor_id`` as ``/proc/cpuinfo`` gives it (``GenuineIntel``, ``AuthenticAMD``; empty where unknown)."""
-    try:
-        with open("/proc/cpuinfo", encoding="ascii", errors="ignore") as f:
-            line = next((line for line in f if line.startswith("vendor_id")), "")
-    except OSError:
-        return ""
-    return line.partition(":")[2].strip()
+    return _cpuinfo().get("vendor_id", "")
 
 
 def int8_beats_bf16() -> bool:
@@ -60,8 +64,8 @@ def int8_beats_bf16() -> bool:
 
     Not on AMD CPUs with AVX512-BF16 (Zen 4, Zen 5), whose bf16 convolutions are as fast as the int8 engine or
     faster: espcn x3 at 640x360, 2 threads (``tools/bench_int8.py``), int8/bf16 0.99-1.02 on a Zen 4 (scheme v3) and
-    0.63-0.71 on a Zen 5 (scheme v4; v3 0.85-0.90), against 2.14 on an Intel Xeon with AVX512-BF16 but no AMX
-    (docs/PERFORMANCE.md, sessions 7, 8 and 11). ``--precision int8`` still runs it there.
+    0.58-0.61 on a Zen 5 (scheme v4; without the bypass 0.84-0.86), against 2.14 on an Intel Xeon with AVX512-BF16
+    but no AMX (docs/PERFORMANCE.md, sessions 7, 8 and 11). ``--precision int8`` still runs it there.
     """
     return not (cpu_vendor() == "AuthenticAMD" and "avx512_bf16" in cpu_flags())
 

@@ -38,8 +38,8 @@ of paired products, which VNNI does not have (``tools/engine_checks.py int8-exac
   an fp32 oneDNN convolution of the plane itself with the composite kernel ``w2 o w1`` (7x7 for espcn, weights
   reordered once, ``w2``'s sums times ``b1`` as its bias), whose outermost
   ring (where layer 1's zero padding is in reach) is recomputed by the float network's two convolutions on
-  strips of the plane along each edge. PyTorch's NCHW ``conv2d`` took 25 ms on that one-channel plane at
-  640x360, the reordered channels_last oneDNN call 2.4 ms (AMD EPYC Zen 5, 2 threads).
+  strips of the plane along each edge. (A one-channel NCHW input takes PyTorch's slow generic ``conv2d``; the
+  channels_last oneDNN call with reordered weights is the fast one.)
 * Padding: a zero-padded border holds the real value 0, i.e. the input's zero point (0 for
   the plane, 128 for tanh codes, 0 for ReLU codes), as in the float network.
 
@@ -125,8 +125,8 @@ class Int8CpuNet:
             for i, conv in enumerate(convs[:-1]):
                 w = conv.weight.detach() * steps[i][None, :, None, None]
                 bias = conv.bias.detach().float()
-                if i < len(model.scales) and self.kind == "relu":  # the ReLU bypass: relu(-z) where the scale is < 0
-                    sign = torch.where(model.scales[i] < 0, -1.0, 1.0)
+                if i == 0 and self.kind == "relu":  # the ReLU bypass: the linear channels code relu(-z)
+                    sign = torch.where(model.linear_channels(), -1.0, 1.0)
                     w, bias = w * sign[:, None, None, None], bias * sign
                 wq, ws = quantized_weight(w)
                 out_zp = 0
