@@ -177,25 +177,37 @@ class Int8CpuNet:
     @staticmethod
     def _linear_part(x: torch.Tensor, bypass: _Bypass) -> torch.Tensor:
         """Layer 2's fp32 weights on layer 1's exact pre-activation (zero outside the image; for tanh times the
-        sigmoid trick's 2): the composite convolution inside, the float network's two convolutions on the outermost
-        ring."""
+        sigmoid trick's 2): the composite convolution, then on the outermost ring the terms it adds for ``z``
+        outside the image taken off again.
+
+        The composite sees ``z = w1 * x + b1`` everywhere, also on the band of ``z`` just outside the image
+        that layer 2's kernel reaches from the ring, where the float network has layer 1's zero padding. So
+        that band's ``z`` (64 channels on a line of pixels around the frame, from layer 1's fp32 weights on
+        the zero-padded plane) goes through ``w2`` alone and is subtracted: the four sides are disjoint (the
+        top and bottom bands include the corners), so every outside position is taken off once. About
+        0.3 MMAC a side against the float network's two convolutions on 4-row strips (tens of MMAC), 4.3 ms
+        less a frame on espcn x3 640x360 (AMD Zen 5, one thread)."""
         composite, bias, w1, b1, w2 = bypass
-        pad = (w1.shape[-1] + w2.shape[-1]) // 2 - 1
+        conv2d, pad_ = torch.nn.functional.conv2d, torch.nn.functional.pad
+        p1, p2 = w1.shape[-1] // 2, w2.shape[-1] // 2
+        pad = p1 + p2
         xf = x.float().contiguous(memory_format=torch.channels_last)
         out = torch.ops.mkldnn._convolution_pointwise(xf, composite, bias, [pad, pad], [1, 1], [1, 1], 1, "none", [],
                                                       "")
-        reach = w1.shape[-1] // 2 + w2.shape[-1] // 2 + 1  # input rows that fix an edge row
-
-        def exact(strip: torch.Tensor) -> torch.Tensor:  # channels_last: oneDNN's fast path for a 1-channel input
-            strip = strip.contiguous(memory_format=torch.channels_last)
-            z = torch.nn.functional.conv2d(strip, w1, b1, padding=w1.shape[-1] // 2)
-            return torch.nn.functional.conv2d(z, w2, None, padding=w2.shape[-1] // 2)
-
-        n = x.shape[0]  # the two strips of each direction in one batch: fewer oneDNN calls
-        rows = exact(torch.cat([xf[:, :, :reach], xf[:, :, -reach:]]))
-        out[:, :, 0], out[:, :, -1] = rows[:n, :, 0], rows[n:, :, -1]
-        cols = exact(torch.cat([xf[:, :, :, :reach], xf[:, :, :, -reach:]]))
-        out[:, :, :, 0], out[:, :, :, -1] = cols[:n, :, :, 0], cols[n:, :, :, -1]
+        h, w = x.shape[-2:]
+        xp = pad_(x.float(), [pad] * 4)  # the plane as the composite saw it
+        reach = p2 + 2 * p1  # plane rows (columns) that fix a band p2 deep
+        # z on the bands: rows -p2..-1 and h..h+p2-1 over every column the ring reaches; columns likewise,
+        # over the image's rows only (the corners are the rows' bands')
+        top, bottom = conv2d(xp[:, :, :reach], w1, b1), conv2d(xp[:, :, h + p2:], w1, b1)
+        left = conv2d(xp[:, :, p2:h + p2 + 2 * p1, :reach], w1, b1)
+        right = conv2d(xp[:, :, p2:h + p2 + 2 * p1, w + p2:], w1, b1)
+        n, c = top.shape[:2]
+        rows, cols = top.new_zeros(n, c, 2 * p2, w + 2 * p2), top.new_zeros(n, c, h + 2 * p2, 2 * p2)
+        out[:, :, :p2] -= conv2d(torch.cat([top, rows], 2), w2)
+        out[:, :, h - p2:] -= conv2d(torch.cat([rows, bottom], 2), w2)
+        out[:, :, :, :p2] -= conv2d(torch.cat([pad_(left, [0, 0, p2, p2]), cols], 3), w2)
+        out[:, :, :, w - p2:] -= conv2d(torch.cat([cols, pad_(right, [0, 0, p2, p2])], 3), w2)
         return out
 
     @staticmethod
