@@ -89,3 +89,54 @@ def test_frames_in_flight_bounded_by_queue_depth(long_small_clip: Path, tmp_path
     workers = getattr(p, "cpu_workers", 1)
     assert max(in_flight) <= 2 * depth + (workers + 2) * batch + 2, max(in_flight)
     assert not (tmp_path / "out.mkv").exists() and list(tmp_path.iterdir()) == []
+
+
+_FAULTS = """
+import resource, torch
+from vsr.engine._heap import keep_freed_heap
+keep_freed_heap()
+def tensor(mb):
+    return torch.empty(int(mb * 2**20), dtype=torch.uint8).fill_(1)
+def frame():  # the int8 engine's tensors on a 640x360 espcn x3 frame, allocated and freed in its order (MB)
+    codes = tensor(14.7); layer2 = tensor(29.5); del codes
+    plane = tensor(0.9); linear = tensor(29.5); del plane, linear
+    layer3 = tensor(8.3); del layer2
+    out = tensor(2.0); del layer3
+    return out
+for _ in range(5):
+    frame()
+before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
+for _ in range(10):
+    frame()
+print(resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before)
+"""
+
+
+@pytest.mark.skipif(os.uname().sysname != "Linux", reason="glibc's malloc")
+def test_freed_frames_stay_in_the_heap() -> None:
+    """With glibc's thresholds raised, a frame's freed tensors serve the next frame instead of being unmapped and
+    page-faulted back in (zero-filled) every frame; a user's own ``MALLOC_*_`` tuning is left alone, which is
+    glibc's default here: each frame faults most of its tensors in again (glibc's dynamic thresholds follow the
+    last mmap'd size, and trim the heap's top at twice that)."""
+    import subprocess
+    import sys
+
+    def faults(**env: str) -> int:
+        environ = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | env
+        out = subprocess.run([sys.executable, "-c", _FAULTS], env=environ, capture_output=True, text=True, check=True)
+        return int(out.stdout.split()[-1])
+
+    pages = int((14.7 + 29.5 + 29.5) * 2**20) // PAGE  # a frame's three large tensors, in pages
+    assert faults() < pages // 10  # ten frames fault less than a tenth of one frame's worth
+    assert faults(MALLOC_TOP_PAD_="131072") > 10 * pages // 3  # the user's tuning (glibc's default values) is kept
+
+
+def test_cpu_engines_keep_freed_frames_in_the_heap(monkeypatch) -> None:
+    """Every CPU engine raises the thresholds when it is built (a CUDA one does not: its frames are on the GPU)."""
+    from vsr.engine import LumaUpscaler, _luma
+    from vsr.models import create_model
+
+    calls: list[str] = []
+    monkeypatch.setattr(_luma, "keep_freed_heap", lambda: calls.append("cpu"))
+    LumaUpscaler(create_model("espcn-fast", scale=2), device="cpu")
+    assert calls == ["cpu"]

@@ -22,6 +22,7 @@ from ..quantize import QuantESPCN, load_int8, shipped_int8, shipped_int8_names
 from ._devices import (cpu_has_native_bf16, exact_levels, float_advice, resolve_device, resolve_precision,
                        strict_fp32, use_int8)
 from ._fused_bf16 import FusedCpuNet
+from ._heap import keep_freed_heap
 from ._int8 import Int8CpuNet
 
 if TYPE_CHECKING:
@@ -106,6 +107,8 @@ class LumaUpscaler:
         self.device = torch.device(device)
         self.dtype = dtype
         self.scale = model.scale
+        if self.device.type == "cpu":
+            keep_freed_heap()  # frames reuse the heap instead of page-faulting it back in (see _heap)
         if self.device.type == "cpu" and dtype == torch.bfloat16 and not int8 and not cpu_has_native_bf16():
             _warn_software_bf16()
         self.tile = tile
