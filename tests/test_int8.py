@@ -88,14 +88,16 @@ def test_relu_bypass_codes_the_side_with_fewer_non_zero_values() -> None:
 
 @pytest.mark.parametrize("shape", [(2, 1, 29, 41), (1, 1, 6, 4), (1, 1, 1, 9)])
 def test_bypass_composite_is_layer_2_on_the_exact_pre_activation(shape: tuple[int, ...]) -> None:
-    """Scheme v4's linear part as the engine computes it (one 7x7 convolution of the plane inside, the two
-    convolutions on the outermost ring) equals layer 2's fp32 weights on layer 1's zero-padded pre-activation."""
+    """Scheme v4's linear part as the engine computes it (one 7x7 convolution of the plane, what it adds for the
+    pre-activation outside the image taken off the outermost ring) equals layer 2's fp32 weights on layer 1's
+    zero-padded pre-activation."""
     q = _calibrated("espcn", 3)
     net = Int8CpuNet(q)
     x = torch.from_numpy(np.random.default_rng(3).integers(0, 256, shape).astype(np.uint8))
     conv1, conv2 = q.convs()[:2]
     w1 = conv1.weight.detach() / 255
-    got = net._linear_part(x, net._pack(255, list(shape))[2]) / 2  # the engine's, with the sigmoid trick's 2
+    zeros = torch.zeros(shape[0], 32, *shape[2:]).contiguous(memory_format=torch.channels_last)
+    got = net._add_linear_part(zeros, x, net._pack(255, list(shape))[2]) / 2  # the engine's, the sigmoid trick's 2
     z = torch.nn.functional.conv2d(x.float(), w1, conv1.bias.detach(), padding=2)
     want = torch.nn.functional.conv2d(z, conv2.weight.detach(), None, padding=1)
     assert torch.allclose(got, want, rtol=1e-5, atol=1e-4 * want.abs().max().item()), (got - want).abs().max()

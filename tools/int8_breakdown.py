@@ -39,6 +39,7 @@ from bench_int8 import _frames  # noqa: E402
 from vsr.bench import machine_info  # noqa: E402
 from vsr.engine._fused_bf16 import write_shuffled  # noqa: E402
 from vsr.engine import LumaUpscaler  # noqa: E402
+from vsr.engine._heap import keep_freed_heap  # noqa: E402
 from vsr.engine._int8 import Int8CpuNet  # noqa: E402
 from vsr.quantize import load_int8, output_step, quantized_weight, shipped_int8  # noqa: E402
 
@@ -72,11 +73,9 @@ def breakdown(net: Int8CpuNet, x: torch.Tensor, repeats: int) -> dict[str, float
                  lambda: q(y, 1.0, xzp_f, w_f, s_f, net._zeros(len(s_f)), b_f, [1, 1], pad_f, [1, 1], 1, 1.0, 0,
                            torch.float32, "none" if bypass is not None else act, [], ""))
         if bypass is not None:
-            linear = step("scheme v4's linear part: fp32 composite conv and edge strips",
-                          lambda: net._linear_part(x, bypass))
-            step("scheme v4's linear part: add", lambda: y.add_(linear))
-            if net.kind == "relu":
-                step("relu in fp32 (after the linear part)", lambda: y.relu_())
+            step("scheme v4's linear part: the ring's outside terms taken off", lambda: net._take_off_ring(y, x, bypass))
+            y = step("scheme v4's linear part: fp32 composite conv, add" + (" and relu" if net.kind == "relu" else "")
+                     + " as its post-ops", lambda: net._add_composite(y, x, bypass, net.kind == "relu"))
         if net.kind == "tanh":
             step("tanh in fp32 (as sigmoid(2z) - 1/2)", lambda: y.sigmoid_().sub_(0.5))
         out = step(f"layer {n + 1}: fp32 conv", lambda: torch.ops.mkldnn._convolution_pointwise(
@@ -275,6 +274,7 @@ def main() -> None:
         for k, v in tiles(model, _frames(width, height, 10), sides, max(3, args.repeats // 5)).items():
             print(f"{v:7.2f} ms  {k}")
         return
+    keep_freed_heap()  # as LumaUpscaler does for every CPU engine: frames do not page-fault their tensors back in
     net = Int8CpuNet(model)
     if args.alternatives:
         if net.kind != "tanh":

@@ -36,10 +36,11 @@ of paired products, which VNNI does not have (``tools/engine_checks.py int8-exac
   weights and bias negated in layer 1 (the fused ReLU does the rest). Layer 2's int8 convolution reads those codes,
   and its fp32 output gets the linear part (of the channels that have one) added in place before the activation:
   an fp32 oneDNN convolution of the plane itself with the composite kernel ``w2 o w1`` (7x7 for espcn, weights
-  reordered once, ``w2``'s sums times ``b1`` as its bias), whose outermost
-  ring (where layer 1's zero padding is in reach) is recomputed by the float network's two convolutions on
-  strips of the plane along each edge. (A one-channel NCHW input takes PyTorch's slow generic ``conv2d``; the
-  channels_last oneDNN call with reordered weights is the fast one.)
+  reordered once, ``w2``'s sums times ``b1`` as its bias), the add into layer 2's output (and for ReLU the ReLU)
+  its post-ops. On the outermost ring, where layer 1's zero padding is in reach, what the composite adds for the
+  pre-activation outside the image is first taken off layer 2's output (``_take_off_ring``). (A one-channel
+  NCHW input takes PyTorch's slow generic ``conv2d``; the channels_last oneDNN call with reordered weights is the
+  fast one.)
 * Padding: a zero-padded border holds the real value 0, i.e. the input's zero point (0 for
   the plane, 128 for tanh codes, 0 for ReLU codes), as in the float network.
 
@@ -175,40 +176,50 @@ class Int8CpuNet:
         return composite, (w2.sum((2, 3)) @ b1).contiguous(), w1.contiguous(), b1.contiguous(), w2.contiguous()
 
     @staticmethod
-    def _linear_part(x: torch.Tensor, bypass: _Bypass) -> torch.Tensor:
-        """Layer 2's fp32 weights on layer 1's exact pre-activation (zero outside the image; for tanh times the
-        sigmoid trick's 2): the composite convolution, then on the outermost ring the terms it adds for ``z``
-        outside the image taken off again.
+    def _add_linear_part(y: torch.Tensor, x: torch.Tensor, bypass: _Bypass, relu: bool = False) -> torch.Tensor:
+        """``y`` (layer 2's fp32 output, channels_last) plus layer 2's fp32 weights on layer 1's exact pre-activation
+        of the plane ``x`` (zero outside the image; for tanh times the sigmoid trick's 2), in place, then ReLU if
+        asked: :meth:`_take_off_ring`, then the composite convolution with the add (and ReLU) as oneDNN post-ops,
+        which saves a pass over ``y`` and the composite's own output tensor."""
+        Int8CpuNet._take_off_ring(y, x, bypass)
+        return Int8CpuNet._add_composite(y, x, bypass, relu)
+
+    @staticmethod
+    def _add_composite(y: torch.Tensor, x: torch.Tensor, bypass: _Bypass, relu: bool) -> torch.Tensor:
+        """``y`` plus the composite convolution of ``x``, in place (oneDNN's ``add`` post-op; ReLU after it)."""
+        composite, bias, w1, _, w2 = bypass
+        pad = w1.shape[-1] // 2 + w2.shape[-1] // 2
+        xf = x.float().contiguous(memory_format=torch.channels_last)
+        return torch.ops.mkldnn._convolution_pointwise_.binary(y, xf, composite, bias, [pad, pad], [1, 1], [1, 1], 1,
+                                                               "add", 1.0, "relu" if relu else None, [], "")
+
+    @staticmethod
+    def _take_off_ring(y: torch.Tensor, x: torch.Tensor, bypass: _Bypass) -> None:
+        """What the composite adds on the outermost ring for ``z`` outside the image, taken off ``y`` in advance.
 
         The composite sees ``z = w1 * x + b1`` everywhere, also on the band of ``z`` just outside the image
         that layer 2's kernel reaches from the ring, where the float network has layer 1's zero padding. So
         that band's ``z`` (64 channels on a line of pixels around the frame, from layer 1's fp32 weights on
         the zero-padded plane) goes through ``w2`` alone and is subtracted: the four sides are disjoint (the
         top and bottom bands include the corners), so every outside position is taken off once. About
-        0.3 MMAC a side against the float network's two convolutions on 4-row strips (tens of MMAC), 4.3 ms
-        less a frame on espcn x3 640x360 (AMD Zen 5, one thread)."""
-        composite, bias, w1, b1, w2 = bypass
+        0.3 MMAC a side against the float network's two convolutions on 4-row strips (tens of MMAC)."""
+        _, _, w1, b1, w2 = bypass
         conv2d, pad_ = torch.nn.functional.conv2d, torch.nn.functional.pad
         p1, p2 = w1.shape[-1] // 2, w2.shape[-1] // 2
-        pad = p1 + p2
-        xf = x.float().contiguous(memory_format=torch.channels_last)
-        out = torch.ops.mkldnn._convolution_pointwise(xf, composite, bias, [pad, pad], [1, 1], [1, 1], 1, "none", [],
-                                                      "")
         h, w = x.shape[-2:]
-        xp = pad_(x.float(), [pad] * 4)  # the plane as the composite saw it
+        xp = pad_(x.float(), [p1 + p2] * 4)  # the plane as the composite sees it
         reach = p2 + 2 * p1  # plane rows (columns) that fix a band p2 deep
         # z on the bands: rows -p2..-1 and h..h+p2-1 over every column the ring reaches; columns likewise,
         # over the image's rows only (the corners are the rows' bands')
         top, bottom = conv2d(xp[:, :, :reach], w1, b1), conv2d(xp[:, :, h + p2:], w1, b1)
         left = conv2d(xp[:, :, p2:h + p2 + 2 * p1, :reach], w1, b1)
         right = conv2d(xp[:, :, p2:h + p2 + 2 * p1, w + p2:], w1, b1)
-        n, c = top.shape[:2]
+        n, c = top.shape[:2]  # (batching each side's pair measured no faster)
         rows, cols = top.new_zeros(n, c, 2 * p2, w + 2 * p2), top.new_zeros(n, c, h + 2 * p2, 2 * p2)
-        out[:, :, :p2] -= conv2d(torch.cat([top, rows], 2), w2)
-        out[:, :, h - p2:] -= conv2d(torch.cat([rows, bottom], 2), w2)
-        out[:, :, :, :p2] -= conv2d(torch.cat([pad_(left, [0, 0, p2, p2]), cols], 3), w2)
-        out[:, :, :, w - p2:] -= conv2d(torch.cat([cols, pad_(right, [0, 0, p2, p2])], 3), w2)
-        return out
+        y[:, :, :p2] -= conv2d(torch.cat([top, rows], 2), w2)
+        y[:, :, h - p2:] -= conv2d(torch.cat([rows, bottom], 2), w2)
+        y[:, :, :, :p2] -= conv2d(torch.cat([pad_(left, [0, 0, p2, p2]), cols], 3), w2)
+        y[:, :, :, w - p2:] -= conv2d(torch.cat([cols, pad_(right, [0, 0, p2, p2])], 3), w2)
 
     @staticmethod
     def _prepacked(wq: torch.Tensor, ws: torch.Tensor, x_zp: int, padding: tuple[int, ...]) -> torch.Tensor:
@@ -241,9 +252,7 @@ class Int8CpuNet:
             y, 1.0, xzp_f, w_f, s_f, self._zeros(len(s_f)), b_f, [1, 1], pad_f, [1, 1], 1, 1.0, 0, torch.float32,
             "none" if bypass is not None else act, [], "")
         if bypass is not None:  # scheme v4: y held layer 2 on the codes; add its linear part, then activate
-            y.add_(self._linear_part(planes, bypass))
-            if self.kind == "relu":
-                y.relu_()
+            y = self._add_linear_part(y, planes, bypass, relu=self.kind == "relu")
         if self.kind == "tanh":
             y.sigmoid_().sub_(0.5)  # tanh(z) / 2 of the pre-activation z (2z came out): see the module docstring
         # fp32 last layer; value + 0.5 (in the bias), clamped by the post-op, truncated by the integer copy
