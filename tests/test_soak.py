@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -97,7 +99,8 @@ from vsr.engine._heap import keep_freed_heap
 keep_freed_heap()
 def tensor(mb):
     return torch.empty(int(mb * 2**20), dtype=torch.uint8).fill_(1)
-def frame():  # the int8 engine's tensors on a 640x360 espcn x3 frame, allocated and freed in its order (MB)
+def frame():  # the int8 engine's tensors on a 640x360 espcn x3 frame (MB) in its order before the composite's add
+    # was fused (commit ff2d643): an order under which glibc's dynamic thresholds give them back every frame
     codes = tensor(14.7); layer2 = tensor(29.5); del codes
     plane = tensor(0.9); linear = tensor(29.5); del plane, linear
     layer3 = tensor(8.3); del layer2
@@ -118,9 +121,6 @@ def test_freed_frames_stay_in_the_heap() -> None:
     page-faulted back in (zero-filled) every frame; a user's own ``MALLOC_*_`` tuning is left alone, which is
     glibc's default here: each frame faults most of its tensors in again (glibc's dynamic thresholds follow the
     last mmap'd size, and trim the heap's top at twice that)."""
-    import subprocess
-    import sys
-
     def faults(**env: str) -> int:
         environ = {k: v for k, v in os.environ.items() if not k.startswith("MALLOC_")} | env
         out = subprocess.run([sys.executable, "-c", _FAULTS], env=environ, capture_output=True, text=True, check=True)

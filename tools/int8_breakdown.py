@@ -73,9 +73,10 @@ def breakdown(net: Int8CpuNet, x: torch.Tensor, repeats: int) -> dict[str, float
                  lambda: q(y, 1.0, xzp_f, w_f, s_f, net._zeros(len(s_f)), b_f, [1, 1], pad_f, [1, 1], 1, 1.0, 0,
                            torch.float32, "none" if bypass is not None else act, [], ""))
         if bypass is not None:
-            step("scheme v4's linear part: the ring's outside terms taken off", lambda: net._take_off_ring(y, x, bypass))
+            xf = x.float()
+            step("scheme v4's linear part: the ring's outside terms taken off", lambda: net._take_off_ring(y, xf, bypass))
             y = step("scheme v4's linear part: fp32 composite conv, add" + (" and relu" if net.kind == "relu" else "")
-                     + " as its post-ops", lambda: net._add_composite(y, x, bypass, net.kind == "relu"))
+                     + " as its post-ops", lambda: net._add_composite(y, xf, bypass, net.kind == "relu"))
         if net.kind == "tanh":
             step("tanh in fp32 (as sigmoid(2z) - 1/2)", lambda: y.sigmoid_().sub_(0.5))
         out = step(f"layer {n + 1}: fp32 conv", lambda: torch.ops.mkldnn._convolution_pointwise(

@@ -1,12 +1,14 @@
 """Keeping glibc from handing a frame's memory back to the kernel between frames.
 
 A CPU frame allocates and frees tens of megabytes of intermediate tensors (espcn x3 at 640x360:
-layer 2's fp32 output alone is 29.5 MB). With glibc's default tuning, a free that leaves more
-than ``M_TRIM_THRESHOLD`` at the top of the heap returns it to the kernel, and allocations over
-``M_MMAP_THRESHOLD`` get pages of their own that are unmapped on free; either way the next frame
-page-faults the same memory back in, zero-filled. Measured on an AMD EPYC Zen 5 (2 threads, int8
-espcn x3, 640x360): 6 530 minor faults and 14.6 ms of kernel time a frame, and `vsr bench`'s infer
-rate 31.0 -> 38.4 fps with the two thresholds raised (docs/PERFORMANCE.md, "Session 12").
+layer 2's fp32 output alone is 29.5 MB), and the pipeline's stages more (decoded and encoded frames,
+1920x1080 output planes). With glibc's default tuning, a free that leaves more than ``M_TRIM_THRESHOLD``
+at the top of the heap returns it to the kernel, and allocations over ``M_MMAP_THRESHOLD`` get pages of
+their own that are unmapped on free; either way the next frame page-faults the same memory back in,
+zero-filled. Measured on an AMD EPYC Zen 5 (2 cores) by the whole ``vsr bench --size 640x360 --scale 3
+--frames 30 --precision int8`` process, with ``MALLOC_TOP_PAD_=131072`` (glibc's default, which this module
+then leaves alone) against without: 6.43 M against 0.55 M minor faults, 18.9 s against 4.4 s of kernel time
+(``/usr/bin/time``); docs/PERFORMANCE.md, "Session 12", has the fps.
 
 :func:`keep_freed_heap` raises them once per process: memory a frame freed stays in the heap for the
 next one, so the process's resident size stays at its peak instead of swinging to it and back every
