@@ -9,12 +9,19 @@ AVX-512, VNNI and BF16) on an Intel one with it, cap oneDNN::
 
     ONEDNN_MAX_CPU_ISA=AVX512_CORE_BF16 python tools/bench_int8.py --threads 2
     VSR_CV2_CONTRIB_PATH=/tmp/cv2peers python tools/bench_int8.py --threads 2   # with the OpenCV peer
+
+``--ort`` adds issue 16's other int8 route in the same rounds: ONNX Runtime's static int8 (the network exported
+by ``vsr export``, quantized by ``onnxruntime.quantization.quantize_static`` with per-channel int8 weights and
+uint8 activations calibrated on frames of the clips in ``../shared/data/videos``, QDQ and QOperator formats) and
+ONNX Runtime fp32, each timed luma plane in, uint8 plane out, as the engine is; and each engine's PSNR against
+the fp32 engine on the bench frames.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
 import os
 import statistics
 import sys
@@ -54,6 +61,69 @@ def _fps(engine: LumaUpscaler, frames: list[torch.Tensor]) -> float:
     return len(frames) / (time.perf_counter() - t0)
 
 
+class _OrtEngine:
+    """An ONNX Runtime session called as the engine is: a (1, 1, H, W) uint8 plane in, the uint8 plane out."""
+
+    def __init__(self, path: Path, threads: int) -> None:
+        import onnxruntime as ort
+
+        opts = ort.SessionOptions()
+        opts.intra_op_num_threads, opts.inter_op_num_threads = threads, 1
+        self.session = ort.InferenceSession(str(path), opts, providers=["CPUExecutionProvider"])
+
+    def __call__(self, x: torch.Tensor, peak: int = 255) -> torch.Tensor:
+        y = self.session.run(None, {"input": x.numpy().astype(np.float32) / peak})[0]
+        return torch.from_numpy(np.clip(np.rint(y * peak), 0, peak).astype(np.uint8))
+
+
+def _calibration_planes(count: int = 4) -> list[np.ndarray]:
+    """Luma planes of the real clips (every 10th frame, ``count`` a clip): ONNX Runtime's calibration set."""
+    import av
+
+    videos = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
+    planes = []
+    for clip in sorted(videos.glob("*.mp4"))[:4]:
+        with av.open(str(clip)) as c:
+            frames = (f for i, f in enumerate(c.decode(video=0)) if i % 10 == 0)
+            planes += [f.to_ndarray(format="gray") for _, f in zip(range(count), frames)]
+    if not planes:
+        raise SystemExit(f"--ort: no clips in {videos} to calibrate on")
+    return planes
+
+
+def _ort_engines(name: str, scale: int, threads: int, tmp: Path) -> dict[str, _OrtEngine]:
+    """ONNX Runtime fp32 and its static int8 in both formats, for the shipped weights of ``name``."""
+    import logging
+
+    from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
+
+    from vsr.export import export_onnx
+
+    logging.getLogger().setLevel(logging.ERROR)  # quantize_static's advice to pre-process
+    fp32 = export_onnx(tmp / f"{name}.onnx", scale=scale, model=name)
+    planes = _calibration_planes()
+
+    class Reader(CalibrationDataReader):
+        def __init__(self) -> None:
+            self.feeds = iter({"input": p[None, None].astype(np.float32) / 255} for p in planes)
+
+        def get_next(self) -> dict[str, np.ndarray] | None:
+            return next(self.feeds, None)
+
+    engines = {"ort_fp32": _OrtEngine(fp32, threads)}
+    for fmt, label in ((QuantFormat.QDQ, "ort_int8_qdq"), (QuantFormat.QOperator, "ort_int8_qoperator")):
+        out = tmp / f"{name}_{label}.onnx"
+        quantize_static(str(fp32), str(out), Reader(), quant_format=fmt, per_channel=True,
+                        activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
+        engines[label] = _OrtEngine(out, threads)
+    return engines
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    mse = float(((a.double() - b.double()) ** 2).mean())
+    return float("inf") if mse == 0 else 10 * math.log10(255**2 / mse)
+
+
 def main() -> None:
     p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--models", default="espcn,espcn-fast")
@@ -63,6 +133,7 @@ def main() -> None:
     p.add_argument("--rounds", type=int, default=5)
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--json", metavar="FILE")
+    p.add_argument("--ort", action="store_true", help="also ONNX Runtime fp32 and static int8 (needs onnxruntime)")
     args = p.parse_args()
     torch.set_num_threads(args.threads)
     width, height = (int(v) for v in args.size.split("x"))
@@ -82,6 +153,9 @@ def main() -> None:
         }
         if q.bypass:
             engines["int8_no_bypass"] = LumaUpscaler(q.unbypassed(), dtype=torch.bfloat16, int8=True)
+        ort_dir = tempfile.TemporaryDirectory()
+        if args.ort:
+            engines.update(_ort_engines(name, args.scale, args.threads, Path(ort_dir.name)))
         for e in engines.values():
             _fps(e, frames[:2])  # warm-up: prepacking
         samples: dict[str, list[float]] = {k: [] for k in engines}
@@ -95,6 +169,15 @@ def main() -> None:
             row["int8_over_no_bypass"] = statistics.median(
                 a / b for a, b in zip(samples["int8"], samples["int8_no_bypass"]))
         row["samples"] = samples
+        if args.ort:
+            reference = LumaUpscaler(create_model(name, scale=args.scale), dtype=torch.float32)
+            row["psnr_vs_fp32_engine"] = {
+                k: statistics.median(_psnr(e(x, 255), reference(x, 255)) for x in frames[:4])
+                for k, e in engines.items()}
+            row["int8_over_ort_int8"] = statistics.median(
+                a / max(b, c) for a, b, c in zip(samples["int8"], samples["ort_int8_qdq"],
+                                                  samples["ort_int8_qoperator"]))
+        ort_dir.cleanup()
         with tempfile.TemporaryDirectory() as tmp:
             peer = _opencv_fps(BenchOptions(model=name), args.scale, [f[0, 0].numpy() for f in frames], Path(tmp))
         if "fps" in peer:
@@ -109,6 +192,10 @@ def main() -> None:
                  f"{row['int8_over_no_bypass']:.2f}" if "int8_no_bypass_fps" in row else "")
               + (f", OpenCV {row['opencv_fps']:.1f} fps, int8/OpenCV {row['int8_over_opencv']:.1f}"
                  if "opencv_fps" in row else f", OpenCV: {peer.get('skipped')}"), flush=True)
+        if args.ort:
+            print("  " + ", ".join(f"{k} {row[k + '_fps']:.1f} fps ({row['psnr_vs_fp32_engine'][k]:.1f} dB vs fp32)"
+                                   for k in engines) + f"; int8 / the faster ONNX Runtime int8 {row['int8_over_ort_int8']:.2f}",
+                  flush=True)
     if args.json:
         Path(args.json).write_text(json.dumps(results, indent=1) + "\n")
 
