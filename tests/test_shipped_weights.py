@@ -33,14 +33,14 @@ def test_weights_ship_small_with_training_metadata(name: str, scale: int) -> Non
 # Set14 under the published protocol, and real video: the mean over four clips of ../shared/data/videos, each
 # degraded by r in its own planes and upscaled (6 frames, fp32), as tests/test_pipeline.py does with one.
 # Issue 19: a re-ship may not shrink any of them. Measured 2026-12-07 for the files of issue 19's re-ships
-# (espcn-fast x4: its session-14 file), by `vsr eval --weights FILE --dataset ... --scale S` and
+# (espcn x4 and espcn-fast x4: their session-14 files), by `vsr eval --weights FILE --dataset ... --scale S` and
 # `python tools/engine_checks.py real-video MODEL:SCALE` (docs/MODELS.md, "Issue 19", has the per-clip figures).
 # The weights shipped before those re-ships had (2.75, 2.00, 0.89), (2.26, 1.66, 1.09), (1.78, 1.26, 1.20),
 # (2.70, 1.95, 1.03), (2.01, 1.52, 0.86), (1.74, 1.26, 1.20), in this order. Raise an entry when a re-ship raises it.
 MARGINS = {  # (Set5, Set14, real-clip mean)
     ("espcn", 2): (2.88, 2.09, 1.12),
     ("espcn", 3): (2.26, 1.66, 1.09),
-    ("espcn", 4): (1.86, 1.29, 1.33),
+    ("espcn", 4): (1.92, 1.33, 1.38),
     ("espcn-fast", 2): (2.79, 2.04, 1.18),
     ("espcn-fast", 3): (2.09, 1.58, 1.01),
     ("espcn-fast", 4): (1.85, 1.33, 1.32),
