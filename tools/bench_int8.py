@@ -12,7 +12,8 @@ AVX-512, VNNI and BF16) on an Intel one with it, cap oneDNN::
 
 ``--ort`` adds issue 16's other int8 route in the same rounds: ONNX Runtime's static int8 (the network exported
 by ``vsr export``, quantized by ``onnxruntime.quantization.quantize_static`` with per-channel int8 weights and
-uint8 activations calibrated on frames of the clips in ``../shared/data/videos``, QDQ and QOperator formats) and
+uint8 activations calibrated on four frames of each of the first four clips of ``../shared/data/videos``, taken by
+``vsr.qat.calibration_planes`` as ``vsr train --qat`` takes its clip frames; QDQ and QOperator formats) and
 ONNX Runtime fp32, each timed luma plane in, uint8 plane out, as the engine is; and each engine's PSNR against
 the fp32 engine on the bench frames.
 """
@@ -21,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
 import statistics
 import sys
@@ -36,6 +36,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from vsr.bench import BenchOptions, _opencv_fps, machine_info  # noqa: E402
 from vsr.engine import LumaUpscaler  # noqa: E402
+from vsr.metrics import psnr  # noqa: E402
 from vsr.models import create_model  # noqa: E402
 from vsr.quantize import load_int8, shipped_int8  # noqa: E402
 
@@ -76,21 +77,6 @@ class _OrtEngine:
         return torch.from_numpy(np.clip(np.rint(y * peak), 0, peak).astype(np.uint8))
 
 
-def _calibration_planes(count: int = 4) -> list[np.ndarray]:
-    """Luma planes of the real clips (every 10th frame, ``count`` a clip): ONNX Runtime's calibration set."""
-    import av
-
-    videos = Path(__file__).resolve().parents[2] / "shared" / "data" / "videos"
-    planes = []
-    for clip in sorted(videos.glob("*.mp4"))[:4]:
-        with av.open(str(clip)) as c:
-            frames = (f for i, f in enumerate(c.decode(video=0)) if i % 10 == 0)
-            planes += [f.to_ndarray(format="gray") for _, f in zip(range(count), frames)]
-    if not planes:
-        raise SystemExit(f"--ort: no clips in {videos} to calibrate on")
-    return planes
-
-
 def _ort_engines(name: str, scale: int, threads: int, tmp: Path) -> dict[str, _OrtEngine]:
     """ONNX Runtime fp32 and its static int8 in both formats, for the shipped weights of ``name``."""
     import logging
@@ -98,10 +84,14 @@ def _ort_engines(name: str, scale: int, threads: int, tmp: Path) -> dict[str, _O
     from onnxruntime.quantization import CalibrationDataReader, QuantFormat, QuantType, quantize_static
 
     from vsr.export import export_onnx
+    from vsr.qat import calibration_planes
 
     logging.getLogger().setLevel(logging.ERROR)  # quantize_static's advice to pre-process
     fp32 = export_onnx(tmp / f"{name}.onnx", scale=scale, model=name)
-    planes = _calibration_planes()
+    videos = sorted((Path(__file__).resolve().parents[2] / "shared" / "data" / "videos").glob("*.mp4"))[:4]
+    if not videos:
+        raise SystemExit("--ort: no clips in ../shared/data/videos to calibrate ONNX Runtime on")
+    planes = calibration_planes((), scale, [str(v) for v in videos])
 
     class Reader(CalibrationDataReader):
         def __init__(self) -> None:
@@ -117,11 +107,6 @@ def _ort_engines(name: str, scale: int, threads: int, tmp: Path) -> dict[str, _O
                         activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8)
         engines[label] = _OrtEngine(out, threads)
     return engines
-
-
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    mse = float(((a.double() - b.double()) ** 2).mean())
-    return float("inf") if mse == 0 else 10 * math.log10(255**2 / mse)
 
 
 def main() -> None:
@@ -141,6 +126,7 @@ def main() -> None:
     results = {"machine": machine_info(), "onednn_max_cpu_isa": os.environ.get("ONEDNN_MAX_CPU_ISA", "native"),
                "size": args.size, "scale": args.scale, "frames": args.frames, "rounds": args.rounds,
                "threads": args.threads, "models": {}}
+    ort_tmp = tempfile.TemporaryDirectory() if args.ort else None  # every model's ONNX files; removed at exit
     for name in args.models.split(","):
         int8_file = shipped_int8(name, args.scale)
         if int8_file is None:
@@ -153,9 +139,8 @@ def main() -> None:
         }
         if q.bypass:
             engines["int8_no_bypass"] = LumaUpscaler(q.unbypassed(), dtype=torch.bfloat16, int8=True)
-        ort_dir = tempfile.TemporaryDirectory()
-        if args.ort:
-            engines.update(_ort_engines(name, args.scale, args.threads, Path(ort_dir.name)))
+        if ort_tmp is not None:
+            engines.update(_ort_engines(name, args.scale, args.threads, Path(ort_tmp.name)))
         for e in engines.values():
             _fps(e, frames[:2])  # warm-up: prepacking
         samples: dict[str, list[float]] = {k: [] for k in engines}
@@ -172,12 +157,11 @@ def main() -> None:
         if args.ort:
             reference = LumaUpscaler(create_model(name, scale=args.scale), dtype=torch.float32)
             row["psnr_vs_fp32_engine"] = {
-                k: statistics.median(_psnr(e(x, 255), reference(x, 255)) for x in frames[:4])
+                k: statistics.median(psnr(reference(x, 255).numpy(), e(x, 255).numpy()) for x in frames[:4])
                 for k, e in engines.items()}
             row["int8_over_ort_int8"] = statistics.median(
                 a / max(b, c) for a, b, c in zip(samples["int8"], samples["ort_int8_qdq"],
                                                   samples["ort_int8_qoperator"]))
-        ort_dir.cleanup()
         with tempfile.TemporaryDirectory() as tmp:
             peer = _opencv_fps(BenchOptions(model=name), args.scale, [f[0, 0].numpy() for f in frames], Path(tmp))
         if "fps" in peer:
